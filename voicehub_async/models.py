@@ -1,0 +1,316 @@
+"""Value classes for requests and answers, and the one cattrs converter.
+
+The wire is camelCase JSON (``agentId``, ``scheduledAt``, ``from``); Python is
+snake_case. Models are small frozen, slotted attrs classes. A request is
+validated *before* anything is sent (:func:`prepare_request`), so a bad row
+fails fast with an :class:`~voicehub_async.errors.InvalidRequestError` naming
+the field, and never costs a request.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Mapping
+from datetime import datetime, timedelta, timezone
+from typing import Any, ClassVar
+
+import attrs
+import cattrs
+import phonenumbers
+from cattrs.gen import make_dict_unstructure_fn, override
+
+from .errors import InvalidRequestError
+
+__all__ = [
+    "Call",
+    "CallRequest",
+    "CallStatus",
+    "Recordings",
+    "TERMINAL_STATUSES",
+    "format_scheduled_at",
+    "make_converter",
+    "normalize_number",
+    "prepare_request",
+]
+
+#: Statuses after which a call never changes again (lower case).
+TERMINAL_STATUSES = frozenset({"completed", "failed", "cancelled", "unanswered", "busy"})
+_KNOWN_STATUSES = frozenset({"queued", "scheduled", "started", "in-progress"}) | TERMINAL_STATUSES
+
+
+def _lower(value: str) -> str:
+    return value.lower()
+
+
+@attrs.frozen(repr=False)
+class CallStatus:
+    """A call's status, compared without regard to case.
+
+    The trigger answers ``Queued``; webhooks say ``queued``: both are the same
+    status. A status the documentation does not list is kept as it came
+    (``is_known`` is False) and is not terminal, so a new status on the
+    service's side never breaks a caller.
+    """
+
+    value: str = attrs.field(eq=_lower)
+
+    QUEUED: ClassVar[CallStatus]
+    SCHEDULED: ClassVar[CallStatus]
+    STARTED: ClassVar[CallStatus]
+    IN_PROGRESS: ClassVar[CallStatus]
+    COMPLETED: ClassVar[CallStatus]
+    FAILED: ClassVar[CallStatus]
+    CANCELLED: ClassVar[CallStatus]
+    UNANSWERED: ClassVar[CallStatus]
+    BUSY: ClassVar[CallStatus]
+
+    @property
+    def name(self) -> str:
+        """The status in lower case, as the webhook page spells it."""
+        return self.value.lower()
+
+    @property
+    def is_terminal(self) -> bool:
+        """True when the call is over and its status will not change again."""
+        return self.value.lower() in TERMINAL_STATUSES
+
+    @property
+    def is_known(self) -> bool:
+        """True for a status the API documentation lists."""
+        return self.value.lower() in _KNOWN_STATUSES
+
+    def __str__(self) -> str:
+        return self.value
+
+    def __repr__(self) -> str:
+        return f"CallStatus({self.value!r})"
+
+
+CallStatus.QUEUED = CallStatus("queued")
+CallStatus.SCHEDULED = CallStatus("scheduled")
+CallStatus.STARTED = CallStatus("started")
+CallStatus.IN_PROGRESS = CallStatus("in-progress")
+CallStatus.COMPLETED = CallStatus("completed")
+CallStatus.FAILED = CallStatus("failed")
+CallStatus.CANCELLED = CallStatus("cancelled")
+CallStatus.UNANSWERED = CallStatus("unanswered")
+CallStatus.BUSY = CallStatus("busy")
+
+
+@attrs.frozen
+class Call:
+    """A call as the service reports it.
+
+    ``raw`` is the answer exactly as received, for fields the SDK does not
+    model yet; ``attempts`` is how many requests it took to get it.
+    """
+
+    id: str
+    status: CallStatus
+    type: str | None = None
+    raw: Mapping[str, Any] = attrs.field(factory=dict, eq=False, repr=False)
+    attempts: int = attrs.field(default=1, eq=False)
+
+    @property
+    def is_terminal(self) -> bool:
+        return self.status.is_terminal
+
+
+@attrs.frozen
+class Recordings:
+    """The recording URL(s) of a call.
+
+    The answer's shape is not documented: a string, a list of strings, or an
+    object holding them are all accepted; ``raw`` keeps what came.
+    """
+
+    call_id: str
+    urls: tuple[str, ...]
+    raw: Any = attrs.field(default=None, eq=False, repr=False)
+
+    @property
+    def url(self) -> str | None:
+        """The first recording URL, or None when there is none yet."""
+        return self.urls[0] if self.urls else None
+
+
+@attrs.frozen
+class CallRequest:
+    """What to send for one call, as the caller gave it.
+
+    Nothing is checked here, so building one costs nothing; checking and
+    normalising happen in :func:`prepare_request`, right before sending, where
+    the client's ``default_region`` and the current time are known.
+    ``scheduled_at`` must be a time-zone-aware datetime: it is sent in UTC.
+    """
+
+    to: str
+    agent_id: str
+    context: Mapping[str, Any] | None = None
+    scheduled_at: datetime | None = None
+    from_number: str | None = None
+
+
+def format_scheduled_at(when: datetime) -> str:
+    """``when`` in UTC as ``yyyy-mm-ddThh:mm``, the API's format.
+
+    The API documents no time zone; the SDK always sends UTC, and so refuses
+    naive datetimes rather than guess what zone they meant.
+    """
+    return when.astimezone(timezone.utc).strftime("%Y-%m-%dT%H:%M")
+
+
+def normalize_number(value: Any, field: str, default_region: str | None = None) -> str:
+    """``value`` as an E.164 string (``+14155550123``), or InvalidRequestError.
+
+    Parsed and validated with Google's libphonenumber. A number without a
+    country code is refused unless ``default_region`` (an ISO country code
+    such as ``"US"``) says which country it belongs to.
+    """
+    if not isinstance(value, str) or not value.strip():
+        raise InvalidRequestError(field, value, "a phone number string is required")
+    try:
+        parsed = phonenumbers.parse(value, default_region)
+    except phonenumbers.NumberParseException as exc:
+        if exc.error_type == phonenumbers.NumberParseException.INVALID_COUNTRY_CODE:
+            reason = (
+                "no country code; write it as +<country code><number>, "
+                "or give the client a default_region such as 'US'"
+            )
+        else:
+            reason = f"not a phone number ({exc._msg})"
+        raise InvalidRequestError(field, value, reason) from None
+    if not phonenumbers.is_valid_number(parsed):
+        raise InvalidRequestError(field, value, "not a valid phone number")
+    return phonenumbers.format_number(parsed, phonenumbers.PhoneNumberFormat.E164)
+
+
+def _check_context(context: Any) -> Mapping[str, Any] | None:
+    if context is None:
+        return None
+    if not isinstance(context, Mapping):
+        raise InvalidRequestError("context", context, "must be a mapping (a JSON object)")
+    try:
+        json.dumps(context)
+    except (TypeError, ValueError) as exc:
+        raise InvalidRequestError("context", context, f"not JSON-serialisable: {exc}") from None
+    return context
+
+
+def _check_scheduled_at(when: Any, now: datetime) -> datetime | None:
+    if when is None:
+        return None
+    if not isinstance(when, datetime):
+        raise InvalidRequestError(
+            "scheduled_at", when, "must be a time-zone-aware datetime.datetime"
+        )
+    if when.tzinfo is None or when.utcoffset() is None:
+        raise InvalidRequestError(
+            "scheduled_at",
+            when,
+            "naive datetime; give it a time zone (for example tzinfo=timezone.utc), "
+            "it is sent to the API in UTC",
+        )
+    # The API takes minutes and refuses the past: a time inside the current
+    # minute would be truncated into the past, so require the next minute.
+    if when < now + timedelta(seconds=1) or format_scheduled_at(when) <= format_scheduled_at(now):
+        raise InvalidRequestError("scheduled_at", when, "must be in the future (UTC minutes)")
+    return when
+
+
+def prepare_request(
+    request: CallRequest,
+    *,
+    default_region: str | None = None,
+    now: datetime | None = None,
+) -> CallRequest:
+    """Check ``request`` and return it normalised (numbers in E.164).
+
+    Raises :class:`InvalidRequestError` naming the first bad field.
+    """
+    if not isinstance(request.agent_id, str) or not request.agent_id.strip():
+        raise InvalidRequestError("agent_id", request.agent_id, "a non-empty string is required")
+    to = normalize_number(request.to, "to", default_region)
+    from_number = (
+        None
+        if request.from_number is None
+        else normalize_number(request.from_number, "from_number", default_region)
+    )
+    context = _check_context(request.context)
+    scheduled_at = _check_scheduled_at(
+        request.scheduled_at, now if now is not None else datetime.now(timezone.utc)
+    )
+    return CallRequest(
+        to=to,
+        agent_id=request.agent_id,
+        context=context,
+        scheduled_at=scheduled_at,
+        from_number=from_number,
+    )
+
+
+def _structure_status(value: Any, _: type) -> CallStatus:
+    if not isinstance(value, str):
+        raise ValueError(f"status must be a string, got {value!r}")
+    return CallStatus(value)
+
+
+def _structure_call(data: Any, _: type) -> Call:
+    if not isinstance(data, Mapping) or "id" not in data or "status" not in data:
+        raise ValueError("a call needs 'id' and 'status'")
+    kind = data.get("type")
+    return Call(
+        id=str(data["id"]),
+        status=_structure_status(data["status"], CallStatus),
+        type=None if kind is None else str(kind),
+        raw=data,
+    )
+
+
+def _recording_urls(data: Any) -> list[str]:
+    """Every URL-looking string in ``data``, in order, whatever its shape."""
+    if isinstance(data, str):
+        return [data] if data else []
+    if isinstance(data, list):
+        return [url for item in data for url in _recording_urls(item)]
+    if isinstance(data, Mapping):
+        urls: list[str] = []
+        for value in data.values():
+            if isinstance(value, str):
+                if value.startswith(("http://", "https://", "/")):
+                    urls.append(value)
+            else:
+                urls.extend(_recording_urls(value))
+        return urls
+    return []
+
+
+def make_converter() -> cattrs.Converter:
+    """The converter between the wire (camelCase JSON) and the models.
+
+    One per client, made on construction: no global state.
+    """
+    converter = cattrs.Converter()
+    converter.register_unstructure_hook(datetime, format_scheduled_at)
+    converter.register_unstructure_hook(
+        CallRequest,
+        make_dict_unstructure_fn(
+            CallRequest,
+            converter,
+            _cattrs_omit_if_default=True,
+            agent_id=override(rename="agentId"),
+            scheduled_at=override(rename="scheduledAt"),
+            from_number=override(rename="from"),
+        ),
+    )
+    converter.register_structure_hook(CallStatus, _structure_status)
+    converter.register_structure_hook(Call, _structure_call)
+    converter.register_structure_hook(
+        Recordings,
+        lambda data, _: Recordings(
+            call_id=str(data["call_id"]),
+            urls=tuple(dict.fromkeys(_recording_urls(data["raw"]))),
+            raw=data["raw"],
+        ),
+    )
+    return converter
