@@ -1,0 +1,849 @@
+"""The fake VoiceHub server: an aiohttp.web application and its state.
+
+Design constraints, because benchmarks push thousands of triggers a second
+through it:
+
+* No task or timer per call. A call draws its whole timeline (queue delay,
+  ring time, talk time, outcome) when it is created and its status is
+  computed from the clock when somebody reads it.
+* Calls and log records are slotted classes; the trigger log can be switched
+  off (``SimulatorConfig.record_triggers``) leaving only counters.
+* Every optional behaviour (latency, rate limit, random or scripted faults)
+  is skipped with one cheap test when it is not configured.
+
+State is only mutated from the event loop serving the app, except for
+:meth:`Simulator.inject` (guarded by a lock) and :meth:`Simulator.set_status`
+/ :meth:`Simulator.set_outcome` (single attribute stores), so tests may call
+those from another thread (see :class:`~voicehub_async.simulator.thread.SimulatorThread`).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import bisect
+import collections
+import contextlib
+import json
+import math
+import random
+import re
+import socket
+import struct
+import sys
+import threading
+import time
+import uuid
+from collections.abc import Callable
+from datetime import datetime, timezone
+from http import HTTPStatus
+from types import TracebackType
+from typing import Any
+
+import attrs
+from aiohttp import web
+
+from .config import ENDPOINTS, OUTCOMES, SimulatorConfig
+from .faults import AnyFault, DelayFault, RedirectFault, ResetFault, StatusFault
+
+__all__ = [
+    "SIMULATOR_APP_KEY",
+    "STATUSES",
+    "SimulatedCall",
+    "Simulator",
+    "TriggerRecord",
+    "canonical_status",
+]
+
+#: The statuses the simulator answers, capitalised like the trigger's answer.
+STATUSES: tuple[str, ...] = (
+    "Scheduled",
+    "Queued",
+    "Started",
+    "In-Progress",
+    "Completed",
+    "Failed",
+    "Unanswered",
+    "Busy",
+    "Cancelled",
+)
+_CANONICAL = {s.lower(): s for s in STATUSES}
+# Outcomes that end the call right after the queue, without ringing.
+_ENDS_AFTER_QUEUE = frozenset({"Busy", "Failed", "Cancelled"})
+
+_E164 = re.compile(r"\+[1-9][0-9]{6,14}")
+_SCHEDULED_AT = re.compile(r"[0-9]{4}-[0-9]{2}-[0-9]{2}T[0-9]{2}:[0-9]{2}")
+
+#: Real seconds a stopping server lets in-flight requests finish.
+_SHUTDOWN_TIMEOUT = 0.5
+
+
+def canonical_status(status: str) -> str:
+    """The capitalised spelling of a known status; an unknown one unchanged.
+
+    Keeping unknown statuses as given lets a test feed a client a status the
+    documentation does not list, which the client must tolerate.
+    """
+    return _CANONICAL.get(status.lower(), status)
+
+
+@attrs.define(eq=False)
+class SimulatedCall:
+    """One created call: its identity and its pre-drawn timeline.
+
+    Durations are simulated seconds. ``created_at`` is a reading of the
+    simulator's monotonic clock. ``forced_status``, when set (by
+    :meth:`Simulator.set_status`), overrides the timeline.
+    """
+
+    id: str
+    to: str
+    agent_id: str
+    from_number: str | None
+    created_at: float
+    start_delay: float
+    queue_delay: float
+    ring_time: float
+    talk_time: float
+    outcome: str
+    forced_status: str | None = None
+
+    def status_at(self, elapsed: float) -> str:
+        """The status ``elapsed`` simulated seconds after creation (ignoring
+        ``forced_status``)."""
+        t = elapsed - self.start_delay
+        if t < 0:
+            return "Scheduled"
+        t -= self.queue_delay
+        if t < 0:
+            return "Queued"
+        outcome = self.outcome
+        if outcome in _ENDS_AFTER_QUEUE:
+            return outcome
+        t -= self.ring_time
+        if t < 0:
+            return "Started"
+        if outcome == "Unanswered":
+            return outcome
+        return "In-Progress" if t < self.talk_time else "Completed"
+
+    def timeline(self) -> list[tuple[float, str]]:
+        """``(offset, status)`` pairs, in simulated seconds after creation, at
+        which each status begins (kept for push notifications to come)."""
+        points: list[tuple[float, str]] = []
+        t = 0.0
+        if self.start_delay > 0:
+            points.append((0.0, "Scheduled"))
+            t = self.start_delay
+        points.append((t, "Queued"))
+        t += self.queue_delay
+        if self.outcome in _ENDS_AFTER_QUEUE:
+            points.append((t, self.outcome))
+            return points
+        points.append((t, "Started"))
+        t += self.ring_time
+        if self.outcome == "Unanswered":
+            points.append((t, self.outcome))
+            return points
+        points.append((t, "In-Progress"))
+        points.append((t + self.talk_time, "Completed"))
+        return points
+
+
+@attrs.define
+class TriggerRecord:
+    """One authenticated trigger request, as received and as answered.
+
+    Field values are what the client sent (strings; a non-string JSON value is
+    kept JSON-encoded; None when absent). ``call_id``/``created`` tell whether
+    a call was placed, ``answered_status`` the HTTP status answered (None when
+    the connection was dropped or the answer never went out), ``received_at``
+    a reading of the simulator's monotonic clock.
+    """
+
+    to: str | None
+    agent_id: str | None
+    context: Any
+    scheduled_at: str | None
+    from_number: str | None
+    received_at: float
+    call_id: str | None = None
+    created: bool = False
+    answered_status: int | None = None
+
+
+@attrs.define
+class _Scripted:
+    endpoint: str
+    fault: AnyFault
+    remaining: int | None  # None: until cleared
+
+
+@attrs.define
+class _Bucket:
+    tokens: float
+    updated: float
+
+
+def _text(value: Any) -> str | None:
+    if value is None or isinstance(value, str):
+        return value
+    return json.dumps(value)
+
+
+def _json_response(status: int, data: Any, headers: dict[str, str] | None = None) -> web.Response:
+    return web.Response(
+        status=status,
+        body=json.dumps(data).encode(),
+        content_type="application/json",
+        headers=headers,
+    )
+
+
+def _error(status: int, message: str, headers: dict[str, str] | None = None) -> web.Response:
+    return _json_response(status, {"message": message}, headers)
+
+
+def _client_gone(request: web.Request) -> bool:
+    transport = request.transport
+    return transport is None or transport.is_closing()
+
+
+def _url_host(host: str) -> str:
+    if host in ("", "0.0.0.0"):
+        return "127.0.0.1"
+    if host == "::":
+        return "[::1]"
+    return f"[{host}]" if ":" in host else host
+
+
+class Simulator:
+    """A running fake VoiceHub server and everything it observed.
+
+    ``port=0`` binds a free port; read it back from :attr:`port` or
+    :attr:`base_url` once started. ``clock`` (monotonic, real seconds) drives
+    lifecycles and rate limiting; ``wall_clock`` (Unix seconds) is what
+    ``scheduledAt`` is checked against; pass a
+    :class:`~voicehub_async.simulator.clock.ManualClock` for both to make a
+    test deterministic.
+
+    Use ``async with Simulator(...) as sim`` or :meth:`start`/:meth:`stop`;
+    to embed the endpoints in another application, mount :attr:`app`
+    (a started Simulator is not required for that). A Simulator is started
+    at most once.
+
+    Observations: :attr:`triggers` (the log), :attr:`calls` (id → call),
+    :attr:`request_count` (per endpoint name, including refused requests),
+    :attr:`trigger_count`/:attr:`created_count`, :meth:`calls_placed_to` and
+    :meth:`placed_counts`.
+    """
+
+    def __init__(
+        self,
+        config: SimulatorConfig | None = None,
+        *,
+        host: str = "127.0.0.1",
+        port: int = 0,
+        clock: Callable[[], float] = time.monotonic,
+        wall_clock: Callable[[], float] = time.time,
+    ) -> None:
+        self.config = config = config if config is not None else SimulatorConfig()
+        self.host = host
+        self._requested_port = port
+        self._clock = clock
+        self._wall_clock = wall_clock
+
+        # Separate generators so that, e.g., enabling faults does not change
+        # which call ids or lifecycles a seeded run produces.
+        seed = config.seed
+        self._ids_rng = random.Random(None if seed is None else f"{seed}:ids")
+        self._lifecycle_rng = random.Random(None if seed is None else f"{seed}:lifecycle")
+        self._fault_rng = random.Random(None if seed is None else f"{seed}:faults")
+
+        #: Calls created so far, by id.
+        self.calls: dict[str, SimulatedCall] = {}
+        #: Authenticated trigger requests, in arrival order (empty when
+        #: ``config.record_triggers`` is False).
+        self.triggers: list[TriggerRecord] = []
+        #: Requests received per endpoint name (``trigger``, ``status``,
+        #: ``recordings``, ``download``), refused ones included.
+        self.request_count: collections.Counter[str] = collections.Counter()
+        #: Authenticated trigger requests (kept even without the log).
+        self.trigger_count = 0
+        #: Calls created.
+        self.created_count = 0
+        self._placed: collections.Counter[str] = collections.Counter()
+
+        self._api_keys = config.api_keys
+        self._time_scale = config.time_scale
+        self._record = config.record_triggers
+
+        life = config.lifecycle
+        self._queue_range = life.queue_delay
+        self._ring_range = life.ring_time
+        self._talk_range = life.talk_time
+        self._outcome_names = [name.capitalize() for name, _ in life.outcomes]
+        self._outcome_cum: list[float] = []
+        total = 0.0
+        for _, weight in life.outcomes:
+            total += weight
+            self._outcome_cum.append(total)
+
+        faults = config.faults
+        self._fault_endpoints = faults.endpoints
+        self._latency = faults.latency
+        self._rate = faults.rate_limit
+        self._burst = float(
+            faults.rate_limit_burst
+            if faults.rate_limit_burst is not None
+            else max(1, math.ceil(faults.rate_limit or 1))
+        )
+        self._buckets: dict[str, _Bucket] = {}
+        retry_503 = (
+            None
+            if faults.error_503_retry_after is None
+            else {"Retry-After": str(faults.error_503_retry_after)}
+        )
+        table: list[tuple[float, AnyFault]] = []
+        cumulative = 0.0
+        for rate, fault in (
+            (faults.error_500_rate, StatusFault(500)),
+            (faults.error_503_rate, StatusFault(503, headers=retry_503)),
+            (faults.reset_before_create_rate, ResetFault(create=False)),
+            (faults.reset_after_create_rate, ResetFault(create=True)),
+            (faults.slow_rate, DelayFault(faults.slow_delay, create=True)),
+        ):
+            if rate > 0:
+                cumulative += rate
+                table.append((cumulative, fault))
+        self._random_faults = table
+
+        self._scripted: collections.deque[_Scripted] = collections.deque()
+        self._scripted_lock = threading.Lock()
+        self._sleepers: set[asyncio.Task[Any]] = set()
+        self._wav: bytes | None = None
+        self._runner: web.AppRunner | None = None
+        self._port: int | None = None
+        self._started = False
+
+        #: The aiohttp application serving the API (mountable elsewhere).
+        self.app = self._make_app()
+
+    # ------------------------------------------------------------------ life
+
+    def _make_app(self) -> web.Application:
+        app = web.Application()
+        app[SIMULATOR_APP_KEY] = self
+        app.router.add_post("/api/v1/calls/api-call", self._handle_trigger)
+        app.router.add_get("/api/v1/calls/status/{call_id}/", self._handle_status)
+        app.router.add_get("/api/v1/calls/e2e/{call_id}/recordings", self._handle_recordings)
+        app.router.add_get("/recordings/{call_id}.wav", self._handle_download)
+        return app
+
+    async def start(self) -> None:
+        """Bind and start serving; raises OSError if the port is taken."""
+        if self._started:
+            raise RuntimeError("a Simulator can only be started once")
+        self._started = True
+        # No access log: formatting a line per request would dominate the
+        # cost of a benchmark. A short shutdown timeout: requests held back
+        # by a delay fault must not stall a test's teardown.
+        runner = web.AppRunner(
+            self.app, access_log=None, handle_signals=False, shutdown_timeout=_SHUTDOWN_TIMEOUT
+        )
+        await runner.setup()
+        try:
+            site = web.TCPSite(runner, self.host, self._requested_port, backlog=1024)
+            await site.start()
+        except BaseException:
+            await runner.cleanup()
+            raise
+        self._runner = runner
+        self._port = int(runner.addresses[0][1])
+
+    async def stop(self) -> None:
+        """Stop serving (idempotent); delayed answers still pending are dropped."""
+        runner, self._runner = self._runner, None
+        if runner is None:
+            return
+        for task in list(self._sleepers):
+            task.cancel()
+        await runner.cleanup()
+
+    async def __aenter__(self) -> Simulator:
+        await self.start()
+        return self
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        await self.stop()
+
+    @property
+    def port(self) -> int:
+        """The bound port (only once started)."""
+        if self._port is None:
+            raise RuntimeError("the simulator is not started")
+        return self._port
+
+    @property
+    def base_url(self) -> str:
+        """``http://host:port`` to give a client as its base URL."""
+        return f"http://{_url_host(self.host)}:{self.port}"
+
+    @property
+    def api_key(self) -> str:
+        """The (primary) API key the simulator accepts."""
+        return self.config.api_key
+
+    # --------------------------------------------------------- test controls
+
+    def inject(self, fault: AnyFault, endpoint: str = "any", times: int | None = 1) -> None:
+        """Queue ``fault`` for the next ``times`` requests to ``endpoint``.
+
+        ``endpoint`` is ``trigger``, ``status``, ``recordings``, ``download``
+        or ``any``. Queued faults are consumed in the order injected, each
+        request taking the first one that matches it; ``times=None`` keeps the
+        fault until :meth:`clear_faults`. Scripted faults apply to authenticated
+        requests only (a 401 is answered first) and come after the rate limit.
+        Thread-safe.
+        """
+        if endpoint != "any" and endpoint not in ENDPOINTS:
+            raise ValueError(
+                f"unknown endpoint {endpoint!r}; expected 'any' or one of {sorted(ENDPOINTS)}"
+            )
+        if times is not None and times < 1:
+            raise ValueError("times must be >= 1 (or None for ever)")
+        if not isinstance(fault, (StatusFault, DelayFault, ResetFault, RedirectFault)):
+            raise TypeError(f"not a fault: {fault!r}; use the Fault.* factories")
+        with self._scripted_lock:
+            self._scripted.append(_Scripted(endpoint, fault, times))
+
+    def clear_faults(self) -> None:
+        """Forget every scripted fault not consumed yet. Thread-safe."""
+        with self._scripted_lock:
+            self._scripted.clear()
+
+    @property
+    def pending_faults(self) -> int:
+        """How many scripted fault entries are still queued."""
+        return len(self._scripted)
+
+    def set_status(self, call_id: str, status: str | None) -> None:
+        """Pin a call's status from now on (None resumes its timeline).
+
+        Known statuses are matched without case and answered capitalised; any
+        other string is answered as given, to test tolerance of undocumented
+        statuses. Raises KeyError for an unknown call.
+        """
+        call = self._call(call_id)
+        call.forced_status = None if status is None else canonical_status(status)
+
+    def set_outcome(self, call_id: str, outcome: str) -> None:
+        """Change how a call will end, keeping its timeline (one of
+        ``completed``, ``unanswered``, ``busy``, ``failed``, ``cancelled``)."""
+        if outcome.lower() not in OUTCOMES:
+            raise ValueError(f"unknown outcome {outcome!r}; expected one of {sorted(OUTCOMES)}")
+        self._call(call_id).outcome = outcome.lower().capitalize()
+
+    def status_of(self, call_id: str) -> str:
+        """A call's current status, as the status endpoint would answer it."""
+        return self._status(self._call(call_id))
+
+    def calls_placed_to(self, number: str) -> int:
+        """How many calls were created to ``number`` (refused triggers excluded)."""
+        return self._placed[number]
+
+    def placed_counts(self) -> collections.Counter[str]:
+        """A copy of the number → created calls counter."""
+        return collections.Counter(self._placed.copy())
+
+    def clear(self) -> None:
+        """Forget calls, log, counters, rate-limit buckets and scripted faults
+        (between benchmark phases, say)."""
+        self.calls.clear()
+        self.triggers.clear()
+        self.request_count.clear()
+        self._placed.clear()
+        self._buckets.clear()
+        self.trigger_count = 0
+        self.created_count = 0
+        self.clear_faults()
+
+    def _call(self, call_id: str) -> SimulatedCall:
+        try:
+            return self.calls[call_id]
+        except KeyError:
+            raise KeyError(f"no call {call_id!r} in this simulator") from None
+
+    def _status(self, call: SimulatedCall) -> str:
+        forced = call.forced_status
+        if forced is not None:
+            return forced
+        return call.status_at((self._clock() - call.created_at) * self._time_scale)
+
+    # -------------------------------------------------------------- handlers
+
+    def _authenticate(self, request: web.Request) -> str | web.Response:
+        key = request.headers.get("x-dq-api-key")
+        if not key:
+            return _error(401, "missing api key (x-dq-api-key header)")
+        if key not in self._api_keys:
+            return _error(401, "invalid api key")
+        return key
+
+    async def _handle_trigger(self, request: web.Request) -> web.StreamResponse:
+        self.request_count["trigger"] += 1
+        key = self._authenticate(request)
+        if isinstance(key, web.Response):
+            return key
+        self.trigger_count += 1
+        raw = await request.read()
+        try:
+            payload: Any = json.loads(raw)
+        except ValueError:
+            payload = None
+        record: TriggerRecord | None = None
+        if self._record:
+            fields: dict[str, Any] = payload if isinstance(payload, dict) else {}
+            scheduled = fields.get("scheduledAt")
+            if scheduled is None:
+                scheduled = fields.get("scheduleAt")
+            record = TriggerRecord(
+                to=_text(fields.get("to")),
+                agent_id=_text(fields.get("agentId")),
+                context=fields.get("context"),
+                scheduled_at=_text(scheduled),
+                from_number=_text(fields.get("from")),
+                received_at=self._clock(),
+            )
+            self.triggers.append(record)
+        return await self._serve(
+            request, "trigger", key, lambda: self._trigger(payload, record), record
+        )
+
+    async def _handle_status(self, request: web.Request) -> web.StreamResponse:
+        self.request_count["status"] += 1
+        key = self._authenticate(request)
+        if isinstance(key, web.Response):
+            return key
+        call_id = request.match_info["call_id"]
+        return await self._serve(request, "status", key, lambda: self._status_answer(call_id))
+
+    async def _handle_recordings(self, request: web.Request) -> web.StreamResponse:
+        self.request_count["recordings"] += 1
+        key = self._authenticate(request)
+        if isinstance(key, web.Response):
+            return key
+        call_id = request.match_info["call_id"]
+        return await self._serve(
+            request, "recordings", key, lambda: self._recordings_answer(request, call_id)
+        )
+
+    async def _handle_download(self, request: web.Request) -> web.StreamResponse:
+        self.request_count["download"] += 1
+        key = ""
+        if self.config.recording_files_require_key:
+            checked = self._authenticate(request)
+            if isinstance(checked, web.Response):
+                return checked
+            key = checked
+        call_id = request.match_info["call_id"]
+        return await self._serve(request, "download", key, lambda: self._download_answer(call_id))
+
+    async def _serve(
+        self,
+        request: web.Request,
+        endpoint: str,
+        key: str,
+        process: Callable[[], web.Response],
+        record: TriggerRecord | None = None,
+    ) -> web.StreamResponse:
+        """Apply latency and faults around ``process`` (the normal answer).
+
+        Order: latency, rate limit, scripted fault, random fault. A fault
+        acting before processing replaces it; one acting after it (``create``)
+        only applies if processing succeeded, so an invalid trigger still gets
+        its 400 (the fault is consumed all the same).
+        """
+        fault: AnyFault | None = None
+        if endpoint in self._fault_endpoints:
+            low, high = self._latency
+            if high > 0:
+                await self._sleep(self._fault_rng.uniform(low, high))
+            if self._rate is not None:
+                fault = self._rate_limited(key)
+            if fault is None and self._scripted:
+                fault = self._take_scripted(endpoint)
+            if fault is None and self._random_faults:
+                fault = self._draw_fault()
+        elif self._scripted:
+            fault = self._take_scripted(endpoint)
+
+        if fault is not None and not fault.create:
+            if isinstance(fault, DelayFault):
+                await self._sleep(fault.seconds)
+                if _client_gone(request):
+                    return self._reset(request)
+            else:
+                return self._answer_fault(request, fault, record)
+
+        response = process()
+        if fault is not None and fault.create and response.status < 400:
+            if not isinstance(fault, DelayFault):
+                return self._answer_fault(request, fault, record)
+            await self._sleep(fault.seconds)
+            if _client_gone(request):
+                return self._reset(request)  # the answer cannot go out any more
+        if record is not None:
+            record.answered_status = response.status
+        return response
+
+    def _answer_fault(
+        self, request: web.Request, fault: AnyFault, record: TriggerRecord | None
+    ) -> web.StreamResponse:
+        if isinstance(fault, ResetFault):
+            return self._reset(request)
+        if isinstance(fault, RedirectFault):
+            response = web.Response(status=302, headers={"Location": fault.location})
+        elif isinstance(fault, StatusFault):
+            response = self._status_fault_response(fault)
+        else:  # pragma: no cover - DelayFault is handled by the caller
+            raise AssertionError(fault)
+        if record is not None:
+            record.answered_status = response.status
+        return response
+
+    @staticmethod
+    def _status_fault_response(fault: StatusFault) -> web.Response:
+        headers = dict(fault.headers)
+        body = fault.body
+        if body is None:
+            try:
+                message = HTTPStatus(fault.code).phrase.lower()
+            except ValueError:
+                message = "error"
+            body = {"message": message}
+        if isinstance(body, bytes):
+            return web.Response(status=fault.code, body=body, headers=headers)
+        if isinstance(body, str):
+            has_type = any(k.lower() == "content-type" for k in headers)
+            if not has_type:
+                headers["Content-Type"] = (
+                    "text/html; charset=utf-8"
+                    if body.lstrip().startswith("<")
+                    else "text/plain; charset=utf-8"
+                )
+            return web.Response(status=fault.code, body=body.encode(), headers=headers)
+        if not any(k.lower() == "content-type" for k in headers):
+            headers["Content-Type"] = "application/json"
+        return web.Response(status=fault.code, body=json.dumps(body).encode(), headers=headers)
+
+    @staticmethod
+    def _reset(request: web.Request) -> web.StreamResponse:
+        """Drop the connection so the client gets no answer at all.
+
+        SO_LINGER 0 makes the close send a TCP RST (a "connection reset"), the
+        harshest realistic failure. The returned response is never written:
+        aiohttp notices the closed transport and gives up quietly.
+        """
+        transport = request.transport
+        if transport is not None:
+            sock = transport.get_extra_info("socket")
+            if sock is not None:
+                linger = struct.pack("HH" if sys.platform == "win32" else "ii", 1, 0)
+                with contextlib.suppress(OSError):
+                    sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, linger)
+            transport.abort()
+        return web.Response(status=499)
+
+    async def _sleep(self, seconds: float) -> None:
+        # Track the (already existing) handler task so stop() can cut the
+        # sleep short; a handler whose client went away is otherwise not
+        # cancelled by aiohttp and would outlive the server.
+        task = asyncio.current_task()
+        if task is None:  # pragma: no cover - always inside a handler task
+            await asyncio.sleep(seconds)
+            return
+        self._sleepers.add(task)
+        try:
+            await asyncio.sleep(seconds)
+        finally:
+            self._sleepers.discard(task)
+
+    def _rate_limited(self, key: str) -> StatusFault | None:
+        rate = self._rate
+        assert rate is not None
+        now = self._clock()
+        bucket = self._buckets.get(key)
+        if bucket is None:
+            bucket = self._buckets[key] = _Bucket(self._burst, now)
+        else:
+            bucket.tokens = min(self._burst, bucket.tokens + (now - bucket.updated) * rate)
+            bucket.updated = now
+        if bucket.tokens >= 1.0:
+            bucket.tokens -= 1.0
+            return None
+        wait = (1.0 - bucket.tokens) / rate
+        retry_after = max(1, math.ceil(wait))
+        return StatusFault(
+            429,
+            {"message": "rate limit exceeded"},
+            {"Retry-After": str(retry_after)},
+        )
+
+    def _take_scripted(self, endpoint: str) -> AnyFault | None:
+        with self._scripted_lock:
+            for entry in self._scripted:
+                if entry.endpoint == endpoint or entry.endpoint == "any":
+                    if entry.remaining is not None:
+                        entry.remaining -= 1
+                        if entry.remaining <= 0:
+                            self._scripted.remove(entry)
+                    return entry.fault
+        return None
+
+    def _draw_fault(self) -> AnyFault | None:
+        draw = self._fault_rng.random()
+        for threshold, fault in self._random_faults:
+            if draw < threshold:
+                return fault
+        return None
+
+    # ------------------------------------------------------ normal answers
+
+    def _trigger(self, payload: Any, record: TriggerRecord | None) -> web.Response:
+        if not isinstance(payload, dict):
+            return _error(400, "request body must be a JSON object")
+        to = payload.get("to")
+        if to is None or to == "":
+            return _error(400, "to is required")
+        if not isinstance(to, str) or _E164.fullmatch(to) is None:
+            return _error(400, "to must be an E.164 phone number (+ and 7 to 15 digits)")
+        agent_id = payload.get("agentId")
+        if agent_id is None or agent_id == "":
+            return _error(400, "agentId is required")
+        if not isinstance(agent_id, str):
+            return _error(400, "agentId must be a string")
+        known = self.config.known_agents
+        if known is not None and agent_id not in known:
+            return _error(400, "agentId does not name an agent of this account")
+        context = payload.get("context")
+        if context is not None and not isinstance(context, dict):
+            return _error(400, "context must be a JSON object")
+        from_number = payload.get("from")
+        if from_number is not None:
+            if not isinstance(from_number, str) or _E164.fullmatch(from_number) is None:
+                return _error(400, "from must be an E.164 phone number")
+            owned = self.config.owned_numbers
+            if owned is not None and from_number not in owned:
+                return _error(400, "from is not a number owned by this account")
+
+        scheduled = payload.get("scheduledAt")
+        if scheduled is None:
+            scheduled = payload.get("scheduleAt")
+        start_delay = 0.0
+        if scheduled is not None:
+            if not isinstance(scheduled, str) or _SCHEDULED_AT.fullmatch(scheduled) is None:
+                return _error(400, "scheduledAt must be formatted yyyy-mm-ddThh:mm")
+            try:
+                when = datetime.strptime(scheduled, "%Y-%m-%dT%H:%M").replace(tzinfo=timezone.utc)
+            except ValueError:
+                return _error(400, "scheduledAt is not a valid date and time")
+            now = self._wall_clock()
+            target = when.timestamp()
+            # The API has minute resolution: any time within the current
+            # minute is "now", not the past.
+            if target < now - now % 60:
+                return _error(400, "scheduledAt is in the past")
+            # The wait is simulated time, compressed by time_scale like the
+            # call itself, so a call scheduled a minute ahead starts in one
+            # real second at time_scale 60.
+            start_delay = max(0.0, target - now)
+
+        call = self._new_call(to, agent_id, from_number, start_delay)
+        if record is not None:
+            record.call_id = call.id
+            record.created = True
+        status = "Queued" if scheduled is None else "Scheduled"
+        return _json_response(200, {"id": call.id, "status": status, "type": "voip"})
+
+    def _new_call(
+        self, to: str, agent_id: str, from_number: str | None, start_delay: float
+    ) -> SimulatedCall:
+        rng = self._lifecycle_rng
+        # Always four draws per call, so one call's outcome never shifts the
+        # next call's durations in a seeded run.
+        queue = rng.uniform(*self._queue_range)
+        ring = rng.uniform(*self._ring_range)
+        talk = rng.uniform(*self._talk_range)
+        cum = self._outcome_cum
+        index = bisect.bisect_right(cum, rng.random() * cum[-1])
+        outcome = self._outcome_names[min(index, len(cum) - 1)]
+        call_id = str(uuid.UUID(int=self._ids_rng.getrandbits(128), version=4))
+        while call_id in self.calls:  # pragma: no cover - 122 random bits
+            call_id = str(uuid.UUID(int=self._ids_rng.getrandbits(128), version=4))
+        call = SimulatedCall(
+            call_id,
+            to,
+            agent_id,
+            from_number,
+            self._clock(),
+            start_delay,
+            queue,
+            ring,
+            talk,
+            outcome,
+        )
+        self.calls[call_id] = call
+        self._placed[to] += 1
+        self.created_count += 1
+        return call
+
+    def _status_answer(self, call_id: str) -> web.Response:
+        call = self.calls.get(call_id)
+        if call is None:
+            return _error(404, "call not found")
+        return _json_response(200, {"id": call.id, "status": self._status(call), "type": "voip"})
+
+    def _recordings_answer(self, request: web.Request, call_id: str) -> web.Response:
+        call = self.calls.get(call_id)
+        if call is None:
+            return _error(404, "call not found")
+        if self._status(call) != "Completed":
+            return _error(404, "recording not available")
+        # Built from the request's Host so the URL also works behind a port
+        # mapping (a container, say).
+        url = f"{request.scheme}://{request.host}/recordings/{call.id}.wav"
+        shape = self.config.recordings_shape
+        if shape == "list":
+            return _json_response(200, [url])
+        if shape == "string":
+            return _json_response(200, url)
+        return _json_response(200, {"recordings": [url]})
+
+    def _download_answer(self, call_id: str) -> web.Response:
+        call = self.calls.get(call_id)
+        if call is None or self._status(call) != "Completed":
+            return _error(404, "recording not found")
+        return web.Response(body=self._wav_bytes(), content_type="audio/wav")
+
+    def _wav_bytes(self) -> bytes:
+        """A silent 8 kHz, 8-bit mono WAV of exactly ``recording_size`` bytes
+        (8-bit so that any size is a whole number of samples). Built once."""
+        if self._wav is None:
+            data_len = self.config.recording_size - 44
+            header = struct.pack(
+                "<4sI4s4sIHHIIHH4sI",
+                b"RIFF", 36 + data_len, b"WAVE",
+                b"fmt ", 16, 1, 1, 8000, 8000, 1, 8,
+                b"data", data_len,
+            )  # fmt: skip
+            self._wav = header + b"\x80" * data_len
+        return self._wav
+
+
+#: Where an embedding application finds the Simulator owning ``Simulator.app``.
+SIMULATOR_APP_KEY: web.AppKey[Simulator] = web.AppKey("voicehub_simulator", Simulator)
