@@ -16,11 +16,11 @@ import logging
 import os
 import re
 import tempfile
-from collections.abc import Mapping
+from collections.abc import AsyncIterable, Iterable, Mapping
 from datetime import datetime
 from pathlib import Path
 from types import TracebackType
-from typing import Any, Final
+from typing import TYPE_CHECKING, Any, Final
 from urllib.parse import quote, urljoin, urlsplit
 
 import aiohttp
@@ -37,8 +37,18 @@ from .errors import (
     VoiceHubError,
     status_error_class,
 )
-from .models import Call, CallRequest, Recordings, make_converter, prepare_request
+from .models import (
+    Call,
+    CallRequest,
+    Recordings,
+    check_region,
+    make_converter,
+    prepare_request,
+)
 from .retry import RetryPolicy, parse_retry_after
+
+if TYPE_CHECKING:
+    from .dispatch import Dispatcher
 
 __all__ = ["VoiceHubClient"]
 
@@ -80,6 +90,9 @@ def _error_message(body: bytes, reason: str | None) -> str:
                     return value
                 if isinstance(value, Mapping) and isinstance(value.get("message"), str):
                     return str(value["message"])
+                if isinstance(value, list) and value and all(isinstance(v, str) for v in value):
+                    # e.g. {"message": ["to must be a phone number", ...]}
+                    return "; ".join(value)
     elif text.startswith(b"<"):
         match = _TITLE_RE.search(text)
         if match:
@@ -127,6 +140,12 @@ class VoiceHubClient:
                 "VOICEHUB_API_KEY environment variable"
             )
         self._api_key = key.strip()
+        if not self._api_key.isprintable():
+            # Refused here rather than by aiohttp at the first request; the key is not shown.
+            raise VoiceHubError(
+                "the VoiceHub API key contains control characters (a newline?); "
+                "check how it was read"
+            )
         self.base_url = check_base_url(
             base_url or os.environ.get("VOICEHUB_BASE_URL") or DEFAULT_BASE_URL
         )
@@ -139,7 +158,7 @@ class VoiceHubClient:
         self.retry_policy = retry_policy or RetryPolicy(
             max_retries=max_retries, retry_ambiguous_triggers=retry_ambiguous_triggers
         )
-        self.default_region = default_region.upper() if default_region else None
+        self.default_region = check_region(default_region)
         self._session = session
         self._owns_session = session is None
         # Sent per request rather than as session defaults, so that a request
@@ -274,11 +293,15 @@ class VoiceHubClient:
             message = _error_message(body, response.reason)
         return status_error_class(status)(
             status,
-            message,
-            text,
+            self._redact(message),
+            self._redact(text),
             headers,
             retry_after=parse_retry_after(response.headers.get("Retry-After")),
         )
+
+    def _redact(self, text: str) -> str:
+        """``text`` without the API key: some services echo a refused key in the error."""
+        return text.replace(self._api_key, "<redacted>") if self._api_key in text else text
 
     @staticmethod
     def _log(method: str, path: str, status: int, attempt: int, seconds: float) -> None:
@@ -438,6 +461,59 @@ class VoiceHubClient:
 
         return await self.retry_policy.call(attempt, trigger=False, max_retries=max_retries)
 
+    async def get_analysis(
+        self,
+        url: str,
+        *,
+        timeout: TimeoutTypes | None = None,
+        max_retries: int | None = None,
+    ) -> Any:
+        """The decoded JSON at an ``AnalysisResultReady`` webhook's ``analysisResultUrl``.
+
+        Fetching it needs the API key, so ``url`` must be on the API's own
+        host (a relative URL is taken relative to ``base_url``), over https
+        (http only on loopback, for the simulator). Any other URL raises
+        :class:`~voicehub_async.InvalidRequestError` naming it, before anything
+        is sent: a webhook body is input from the network, and must not be
+        able to send the key elsewhere. Redirects are not followed
+        (:class:`~voicehub_async.RedirectError`); transient failures are
+        retried like any read.
+        """
+        if not isinstance(url, str) or not url.strip():
+            raise InvalidRequestError("url", url, "a non-empty URL string is required")
+        absolute = urljoin(self.base_url + "/", url.strip())
+        parts, base = urlsplit(absolute), urlsplit(self.base_url)
+        if parts.scheme != "https" and not (
+            parts.scheme == "http" and is_loopback_host(parts.hostname)
+        ):
+            raise InvalidRequestError("url", url, "analysis results are fetched over https only")
+        default_ports = {"https": 443, "http": 80}
+        try:
+            same_origin = (
+                parts.scheme == base.scheme
+                and (parts.hostname or "").lower() == (base.hostname or "").lower()
+                and (parts.port or default_ports[parts.scheme])
+                == (base.port or default_ports[base.scheme])
+                and parts.username is None
+            )
+        except ValueError:  # an invalid port
+            same_origin = False
+        if not same_origin:
+            raise InvalidRequestError(
+                "url", url,
+                f"not on the API host {base.netloc}; the API key is only sent there",
+            )
+        base_path = base.path.rstrip("/")
+        if not parts.path.startswith(base_path + "/"):
+            raise InvalidRequestError("url", url, f"outside the API's base path {base_path}")
+        path = parts.path[len(base_path):] + (f"?{parts.query}" if parts.query else "")
+        client_timeout = self._timeout(timeout)
+
+        async def attempt(number: int) -> Any:
+            return await self._send("GET", path, number, timeout=client_timeout)
+
+        return await self.retry_policy.call(attempt, trigger=False, max_retries=max_retries)
+
     async def _download(
         self,
         url: str,
@@ -483,6 +559,53 @@ class VoiceHubClient:
             raise
         self._log("GET", path, 200, attempt, 0.0)
         return target
+
+    # -- many calls ----------------------------------------------------------------
+
+    def dispatch(
+        self,
+        requests: Iterable[CallRequest | Mapping[str, Any]]
+        | AsyncIterable[CallRequest | Mapping[str, Any]],
+        **options: Any,
+    ) -> Dispatcher:
+        """Trigger many calls with bounded concurrency; iterate for the results.
+
+        ``async for result in client.dispatch(requests, concurrency=100):`` —
+        see :class:`~voicehub_async.Dispatcher` for the options.
+        """
+        from .dispatch import Dispatcher
+
+        return Dispatcher(self, requests, **options)
+
+    async def trigger_and_wait(
+        self,
+        to: str,
+        agent_id: str,
+        *,
+        context: Mapping[str, Any] | None = None,
+        scheduled_at: datetime | None = None,
+        from_number: str | None = None,
+        timeout: float | None = None,
+        **poller_options: Any,
+    ) -> Call:
+        """Place one call and wait until it reaches a final status.
+
+        ``timeout`` (seconds) bounds the wait, not the trigger.
+        """
+        from .poller import trigger_and_wait
+
+        return await trigger_and_wait(
+            self,
+            CallRequest(
+                to=to,
+                agent_id=agent_id,
+                context=context,
+                scheduled_at=scheduled_at,
+                from_number=from_number,
+            ),
+            timeout=timeout,
+            **poller_options,
+        )
 
     def _structure_call(self, data: Any, attempts: int) -> Call:
         try:

@@ -27,6 +27,7 @@ __all__ = [
     "CallStatus",
     "Recordings",
     "TERMINAL_STATUSES",
+    "check_region",
     "format_scheduled_at",
     "make_converter",
     "normalize_number",
@@ -38,21 +39,18 @@ TERMINAL_STATUSES = frozenset({"completed", "failed", "cancelled", "unanswered",
 _KNOWN_STATUSES = frozenset({"queued", "scheduled", "started", "in-progress"}) | TERMINAL_STATUSES
 
 
-def _lower(value: str) -> str:
-    return value.lower()
-
-
-@attrs.frozen(repr=False)
+@attrs.frozen(repr=False, eq=False)
 class CallStatus:
     """A call's status, compared without regard to case.
 
     The trigger answers ``Queued``; webhooks say ``queued``: both are the same
     status. A status the documentation does not list is kept as it came
     (``is_known`` is False) and is not terminal, so a new status on the
-    service's side never breaks a caller.
+    service's side never breaks a caller. A plain string compares equal too
+    (``call.status == "completed"``), so the natural test is not silently False.
     """
 
-    value: str = attrs.field(eq=_lower)
+    value: str
 
     QUEUED: ClassVar[CallStatus]
     SCHEDULED: ClassVar[CallStatus]
@@ -78,6 +76,17 @@ class CallStatus:
     def is_known(self) -> bool:
         """True for a status the API documentation lists."""
         return self.value.lower() in _KNOWN_STATUSES
+
+    def __eq__(self, other: object) -> bool:
+        if isinstance(other, CallStatus):
+            return self.value.lower() == other.value.lower()
+        if isinstance(other, str):
+            return self.value.lower() == other.lower()
+        return NotImplemented
+
+    def __hash__(self) -> int:
+        # Equal to the hash of the lower-case string, as equality requires.
+        return hash(self.value.lower())
 
     def __str__(self) -> str:
         return self.value
@@ -160,6 +169,23 @@ def format_scheduled_at(when: datetime) -> str:
     return when.astimezone(timezone.utc).strftime("%Y-%m-%dT%H:%M")
 
 
+def check_region(region: str | None) -> str | None:
+    """``region`` upper-cased if libphonenumber knows it (``"US"``, ``"GB"``), else ValueError.
+
+    Checked once, when the client is made: an unknown region would otherwise
+    make every number without a country code fail with a misleading reason.
+    """
+    if not region:
+        return None
+    code = region.strip().upper()
+    if code not in phonenumbers.SUPPORTED_REGIONS:
+        raise ValueError(
+            f"default_region {region!r} is not a region code libphonenumber knows; "
+            "use a two-letter ISO 3166 code such as 'US' or 'GB'"
+        )
+    return code
+
+
 def normalize_number(value: Any, field: str, default_region: str | None = None) -> str:
     """``value`` as an E.164 string (``+14155550123``), or InvalidRequestError.
 
@@ -172,7 +198,10 @@ def normalize_number(value: Any, field: str, default_region: str | None = None) 
     try:
         parsed = phonenumbers.parse(value, default_region)
     except phonenumbers.NumberParseException as exc:
-        if exc.error_type == phonenumbers.NumberParseException.INVALID_COUNTRY_CODE:
+        no_country = exc.error_type == phonenumbers.NumberParseException.INVALID_COUNTRY_CODE
+        if no_country and value.lstrip().startswith("+"):
+            reason = "unknown country code"
+        elif no_country:
             reason = (
                 "no country code; write it as +<country code><number>, "
                 "or give the client a default_region such as 'US'"
@@ -191,7 +220,8 @@ def _check_context(context: Any) -> Mapping[str, Any] | None:
     if not isinstance(context, Mapping):
         raise InvalidRequestError("context", context, "must be a mapping (a JSON object)")
     try:
-        json.dumps(context)
+        # dict(): any Mapping is a JSON object; allow_nan=False: NaN is not JSON.
+        json.dumps(dict(context), allow_nan=False)
     except (TypeError, ValueError) as exc:
         raise InvalidRequestError("context", context, f"not JSON-serialisable: {exc}") from None
     return context
@@ -267,6 +297,9 @@ def _structure_call(data: Any, _: type) -> Call:
     )
 
 
+_AUDIO_SUFFIXES = (".wav", ".mp3", ".ogg", ".oga", ".opus", ".m4a", ".webm", ".flac")
+
+
 def _recording_urls(data: Any) -> list[str]:
     """Every URL-looking string in ``data``, in order, whatever its shape."""
     if isinstance(data, str):
@@ -277,7 +310,9 @@ def _recording_urls(data: Any) -> list[str]:
         urls: list[str] = []
         for value in data.values():
             if isinstance(value, str):
-                if value.startswith(("http://", "https://", "/")):
+                # Beside the URLs, the object holds ids and statuses: keep only
+                # what looks like a URL or a path ("recordings/x.wav" included).
+                if "/" in value or value.lower().endswith(_AUDIO_SUFFIXES):
                     urls.append(value)
             else:
                 urls.extend(_recording_urls(value))

@@ -129,6 +129,8 @@ class RetryPolicy:
     ``retry_after_max`` caps how long a ``Retry-After`` may make us wait.
     ``retry_ambiguous_triggers`` lets a trigger be re-sent after an ambiguous
     failure: only for agents where a second call is harmless.
+    ``sleep`` replaces :func:`asyncio.sleep` between attempts (tests use it to
+    see the waits without waiting).
     """
 
     max_retries: int = attrs.field(default=3, validator=attrs.validators.ge(0))
@@ -136,6 +138,9 @@ class RetryPolicy:
     backoff_max: float = 30.0
     retry_after_max: float = 60.0
     retry_ambiguous_triggers: bool = False
+    sleep: Callable[[float], Awaitable[None]] | None = attrs.field(
+        default=None, eq=False, repr=False, kw_only=True
+    )
 
     def should_retry(self, error: BaseException, *, trigger: bool) -> bool:
         """Whether ``error`` may be followed by another attempt."""
@@ -180,7 +185,7 @@ class RetryPolicy:
             wait=self.wait(),
             retry=tenacity.retry_if_exception(lambda e: self.should_retry(e, trigger=trigger)),
             reraise=True,
-            sleep=sleep or asyncio.sleep,
+            sleep=sleep or self.sleep or asyncio.sleep,
         )
         number = 1
         try:
