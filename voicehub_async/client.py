@@ -15,7 +15,7 @@ import json
 import logging
 import os
 import re
-import tempfile
+import secrets
 from collections.abc import AsyncIterable, Iterable, Mapping
 from datetime import datetime
 from pathlib import Path
@@ -444,7 +444,8 @@ class VoiceHubClient:
         The file is written under a temporary name in the same folder and
         renamed when complete, so a broken download never leaves a half file
         under the final name. The API key is sent only when ``url`` is on the
-        API's own host; a URL elsewhere (a storage bucket) gets no key.
+        API's own host; a URL elsewhere (a storage bucket) gets no key, and
+        only then are redirects followed.
         """
         target = Path(path)
         absolute = urljoin(self.base_url + "/", url)
@@ -524,14 +525,17 @@ class VoiceHubClient:
     ) -> Path:
         session = self._get_session()
         path = urlsplit(url).path
-        fd, temp_name = tempfile.mkstemp(
-            prefix=f".{target.name}.", suffix=".part", dir=target.parent
-        )
+        # Like mkstemp, but created with the usual 0o666 & ~umask mode, so the
+        # finished file has the permissions any other download would have.
+        temp_name = str(target.parent / f".{target.name}.{secrets.token_hex(6)}.part")
+        fd = os.open(temp_name, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666)
         try:
             with os.fdopen(fd, "wb") as out:
                 try:
+                    # A redirect is followed only when no key is attached (a
+                    # storage URL handing over to a CDN); with the key, never.
                     async with session.get(
-                        url, headers=headers, timeout=timeout, allow_redirects=False
+                        url, headers=headers, timeout=timeout, allow_redirects=headers is None
                     ) as response:
                         if response.status >= 300:
                             body = await response.read()
