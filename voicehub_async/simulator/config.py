@@ -248,6 +248,24 @@ class SimulatorConfig:
         default=None, converter=_to_optional_frozenset
     )
 
+    # -- webhooks: pushed by voicehub_async.simulator.webhooks.SimulatorWebhooks --
+    #: Where to POST webhook events for every call created (None: no webhooks).
+    webhook_url: str | None = None
+    #: Sent as ``x-webhook-secret``; required with ``webhook_url``.
+    webhook_secret: str | None = attrs.field(default=None, repr=False)
+    #: Probability that an event is delivered a second time (same ``eventId``).
+    webhook_repeat_rate: float = attrs.field(default=0.0, validator=_check_rate)
+    #: Probability that an event is delivered after the next one.
+    webhook_reorder_rate: float = attrs.field(default=0.0, validator=_check_rate)
+
+    @webhook_secret.validator
+    def _check_webhooks(self, _attribute: attrs.Attribute[Any], value: str | None) -> None:
+        url = self.webhook_url
+        if url is not None and not url.startswith(("http://", "https://")):
+            raise ValueError(f"webhook_url must be an http(s) URL, got {url!r}")
+        if url and not value:
+            raise ValueError("webhook_url needs a webhook_secret (sent as x-webhook-secret)")
+
     @property
     def api_keys(self) -> frozenset[str]:
         """Every accepted API key."""

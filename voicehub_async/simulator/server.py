@@ -44,6 +44,7 @@ from aiohttp import web
 
 from .config import ENDPOINTS, OUTCOMES, SimulatorConfig
 from .faults import AnyFault, DelayFault, RedirectFault, ResetFault, StatusFault
+from .webhooks import SimulatorWebhooks
 
 __all__ = [
     "SIMULATOR_APP_KEY",
@@ -324,6 +325,9 @@ class Simulator:
         self._runner: web.AppRunner | None = None
         self._port: int | None = None
         self._started = False
+        #: Pushes webhook events when ``config.webhook_url`` is set (see
+        #: :mod:`voicehub_async.simulator.webhooks`); None otherwise.
+        self.webhooks = SimulatorWebhooks.from_config(config)
 
         #: The aiohttp application serving the API (mountable elsewhere).
         self.app = self._make_app()
@@ -368,6 +372,8 @@ class Simulator:
         for task in list(self._sleepers):
             task.cancel()
         await runner.cleanup()
+        if self.webhooks is not None:
+            await self.webhooks.aclose()
 
     async def __aenter__(self) -> Simulator:
         await self.start()
@@ -798,6 +804,8 @@ class Simulator:
             outcome,
         )
         self.calls[call_id] = call
+        if self.webhooks is not None:
+            self.webhooks.call_created(call, self._wall_clock())
         self._placed[to] += 1
         self.created_count += 1
         return call
