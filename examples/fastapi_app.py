@@ -1,0 +1,271 @@
+"""voicehub-async in a FastAPI application.
+
+* One :class:`~voicehub_async.VoiceHubClient` per process, made in the app's
+  lifespan and shared by every request: one connection pool, reused, instead
+  of a TCP and TLS handshake per request. It is closed at shutdown.
+* One :class:`~voicehub_async.poller.StatusPoller` follows every call placed;
+  VoiceHub's webhooks, received by the SDK's ready-made ASGI app routed at
+  ``/webhooks/voicehub``, feed it, so it only polls calls whose events are late.
+* ``POST /calls`` places a call, ``GET /calls/{call_id}`` tells its status.
+* A trigger runs in a task owned by the app, shielded from the request: if the
+  request handler is cancelled (the client went away, a timeout middleware,
+  shutdown), the trigger still finishes and its outcome is recorded, instead
+  of leaving "was this person phoned?" unanswered. Shutdown waits for
+  triggers in flight before closing the client.
+
+Run it (``pip install voicehub-async fastapi uvicorn``)::
+
+    export VOICEHUB_API_KEY=... VOICEHUB_WEBHOOK_SECRET=...
+    uvicorn --factory examples.fastapi_app:create_app --port 8000
+
+Against the built-in simulator instead of VoiceHub::
+
+    voicehub simulate --port 8080 &
+    VOICEHUB_BASE_URL=http://127.0.0.1:8080 VOICEHUB_API_KEY=sim-key \\
+    VOICEHUB_WEBHOOK_SECRET=dev uvicorn --factory examples.fastapi_app:create_app
+    curl -X POST localhost:8000/calls -H 'content-type: application/json' \\
+         -d '{"to": "+14155550123", "agent_id": "agent-1"}'
+    curl localhost:8000/calls/<id>
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import os
+from collections import OrderedDict
+from collections.abc import AsyncIterator
+from typing import Any
+
+import attrs
+from fastapi import FastAPI, HTTPException, Request
+from fastapi.responses import JSONResponse
+from pydantic import BaseModel
+from starlette.routing import Route
+
+from voicehub_async import (
+    AmbiguousTriggerError,
+    BadRequestError,
+    Call,
+    CallRequest,
+    InvalidRequestError,
+    NotFoundError,
+    VoiceHubClient,
+    VoiceHubError,
+)
+from voicehub_async.poller import StatusChange, StatusPoller
+from voicehub_async.retry import is_safe_trigger_retry
+from voicehub_async.webhooks import WebhookASGIApp, WebhookReceiver
+
+logger = logging.getLogger("voicehub_example")
+
+
+@attrs.frozen
+class Settings:
+    """Configuration, from the environment by default (:meth:`from_env`)."""
+
+    api_key: str = attrs.field(repr=False)
+    webhook_secret: str = attrs.field(repr=False)
+    base_url: str | None = None
+    default_agent_id: str | None = None
+    #: The client's connection pool: at most this many requests to VoiceHub
+    #: at once, across all requests of this process; more wait for a slot.
+    max_connections: int = 100
+    poll_interval: float = 2.0
+    max_poll_interval: float = 30.0
+    #: How long shutdown waits for triggers still in flight.
+    drain_timeout: float = 30.0
+
+    @classmethod
+    def from_env(cls) -> Settings:
+        try:
+            return cls(
+                api_key=os.environ["VOICEHUB_API_KEY"],
+                webhook_secret=os.environ["VOICEHUB_WEBHOOK_SECRET"],
+                base_url=os.environ.get("VOICEHUB_BASE_URL"),
+                default_agent_id=os.environ.get("VOICEHUB_AGENT_ID"),
+            )
+        except KeyError as exc:
+            raise RuntimeError(f"set the {exc.args[0]} environment variable") from None
+
+
+class CallBoard:
+    """The latest status of the calls this process placed (a stand-in for
+    your database), bounded so that a long-running process stays small."""
+
+    def __init__(self, max_calls: int = 10_000) -> None:
+        self.max_calls = max_calls
+        self._calls: OrderedDict[str, dict[str, Any]] = OrderedDict()
+
+    def placed(self, call: Call) -> None:
+        self._put(call.id, {"id": call.id, "status": call.status.name, "final": False})
+
+    def changed(self, change: StatusChange) -> None:
+        self._put(
+            change.call_id,
+            {
+                "id": change.call_id,
+                "status": change.new.name,
+                "final": change.is_final,
+                "source": "webhook" if change.source == "ingest" else change.source,
+                "at": change.at.isoformat(),
+            },
+        )
+
+    def get(self, call_id: str) -> dict[str, Any] | None:
+        return self._calls.get(call_id)
+
+    def _put(self, call_id: str, entry: dict[str, Any]) -> None:
+        self._calls[call_id] = entry
+        self._calls.move_to_end(call_id)
+        while len(self._calls) > self.max_calls:
+            self._calls.popitem(last=False)
+
+
+class VoiceHub:
+    """Everything the routes share: made in the lifespan, one per process."""
+
+    def __init__(self, client: VoiceHubClient, poller: StatusPoller, board: CallBoard) -> None:
+        self.client = client
+        self.poller = poller
+        self.board = board
+        self._triggers: set[asyncio.Task[Call]] = set()
+
+    async def place_call(self, request: CallRequest) -> Call:
+        """Trigger a call and track it; survives the caller's cancellation.
+
+        The SDK lets a cancellation through as ``CancelledError`` and never
+        retries a trigger, but once the request was written nobody knows
+        whether VoiceHub placed the call. Running the trigger in a task of its
+        own, shielded, means a cancelled request handler does not cut it off:
+        the call is still recorded and tracked when the answer comes.
+        """
+        task = asyncio.get_running_loop().create_task(self._trigger(request))
+        self._triggers.add(task)
+        task.add_done_callback(self._trigger_done)
+        return await asyncio.shield(task)
+
+    async def _trigger(self, request: CallRequest) -> Call:
+        call = await self.client.trigger(request)
+        self.board.placed(call)
+        self.poller.track(call)
+        return call
+
+    def _trigger_done(self, task: asyncio.Task[Call]) -> None:
+        self._triggers.discard(task)
+        if task.cancelled():
+            logger.error("a trigger was cut off at shutdown: its call MAY have been placed")
+            return
+        error = task.exception()
+        if isinstance(error, AmbiguousTriggerError):
+            # Reconcile by hand (or from webhooks); never re-send blindly.
+            logger.error("trigger outcome unknown, the call MAY have been placed: %s", error)
+
+    async def follow_changes(self) -> None:
+        async for change in self.poller.changes(until_idle=False):
+            self.board.changed(change)
+
+    async def drain(self, timeout: float) -> None:
+        """Let triggers in flight finish before the client closes."""
+        if self._triggers:
+            await asyncio.wait(set(self._triggers), timeout=timeout)
+
+
+class CallIn(BaseModel):
+    to: str
+    agent_id: str | None = None
+    context: dict[str, Any] | None = None
+
+
+def _voicehub(request: Request) -> VoiceHub:
+    hub: VoiceHub = request.app.state.voicehub
+    return hub
+
+
+def _error(status: int, kind: str, message: str, **extra: Any) -> JSONResponse:
+    return JSONResponse({"error": kind, "message": message, **extra}, status_code=status)
+
+
+def create_app(settings: Settings | None = None) -> FastAPI:
+    """The application (``uvicorn --factory examples.fastapi_app:create_app``)."""
+    settings = settings or Settings.from_env()
+    receiver = WebhookReceiver(settings.webhook_secret)
+
+    @contextlib.asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        async with (
+            VoiceHubClient(
+                settings.api_key,
+                base_url=settings.base_url,
+                max_connections=settings.max_connections,
+            ) as client,
+            StatusPoller(
+                client,
+                min_interval=settings.poll_interval,
+                max_interval=settings.max_poll_interval,
+            ) as poller,
+        ):
+            hub = VoiceHub(client, poller, CallBoard())
+            app.state.voicehub = hub
+            receiver.poller = poller
+            follower = asyncio.get_running_loop().create_task(hub.follow_changes())
+            try:
+                yield
+            finally:
+                await hub.drain(settings.drain_timeout)
+                receiver.poller = None
+                follower.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await follower
+
+    app = FastAPI(title="voicehub-async example", lifespan=lifespan)
+    app.state.settings = settings
+    # The SDK's ASGI app: checks the secret, drops repeats, feeds the poller.
+    # A Route (not a Mount) so that the URL is exactly this, with no slash added.
+    app.router.routes.append(
+        Route("/webhooks/voicehub", WebhookASGIApp(receiver), methods=["POST"])
+    )
+
+    @app.post("/calls", status_code=201)
+    async def place_call(body: CallIn, request: Request) -> Any:
+        hub = _voicehub(request)
+        agent_id = body.agent_id or settings.default_agent_id
+        if not agent_id:
+            return _error(422, "invalid_input", "agent_id is required", field="agent_id")
+        try:
+            call = await hub.place_call(
+                CallRequest(to=body.to, agent_id=agent_id, context=body.context)
+            )
+        except InvalidRequestError as exc:
+            return _error(422, "invalid_input", str(exc), field=exc.field)
+        except AmbiguousTriggerError as exc:
+            return _error(
+                502, "ambiguous",
+                f"the call MAY have been placed ({exc.cause}); do not retry, check its status",
+            )  # fmt: skip
+        except BadRequestError as exc:
+            return _error(422, "refused", f"VoiceHub refused the call: {exc.message}")
+        except VoiceHubError as exc:
+            if is_safe_trigger_retry(exc):
+                # The client already retried these (429, 503, could not connect)
+                # and they prove nothing was placed: safe to try again later.
+                return _error(503, "not_placed", f"the call was not placed ({exc}); retry later")
+            return _error(502, "not_placed", f"VoiceHub refused the call: {exc}")
+        return {"id": call.id, "status": call.status.name}
+
+    @app.get("/calls/{call_id}")
+    async def call_status(call_id: str, request: Request) -> Any:
+        hub = _voicehub(request)
+        known = hub.board.get(call_id)
+        if known is not None:
+            return known
+        try:  # not placed by this process (or forgotten): ask VoiceHub
+            call = await hub.client.get_call(call_id)
+        except NotFoundError:
+            raise HTTPException(404, "no such call") from None
+        except VoiceHubError as exc:
+            return _error(502, "unavailable", str(exc))
+        return {"id": call.id, "status": call.status.name, "final": call.is_terminal}
+
+    return app

@@ -1,0 +1,520 @@
+"""``voicehub loadtest``: place calls to test numbers following a ramp, and measure.
+
+Everything is checked before the first call: the ramp, the numbers file
+(every bad line reported at once), ``--context``, the report's dependencies
+and the API key. ``--dry-run`` stops there and prints the plan. The run
+itself shows a progress bar on stderr; Ctrl-C once stops placing calls and
+still follows the live ones so the report is complete, twice aborts.
+
+``--simulate`` runs the built-in simulator in-process and needs no other
+option (see :mod:`voicehub_async.loadtest.simulated` for its defaults).
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import os
+import secrets
+import signal
+import threading
+from collections.abc import Iterator
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Final
+
+from ._common import (
+    EXIT_OK,
+    CommandError,
+    add_client_arguments,
+    make_client,
+    make_console,
+    print_fields,
+    print_json,
+)
+
+if TYPE_CHECKING:
+    from rich.console import Console
+
+    from voicehub_async.client import VoiceHubClient
+    from voicehub_async.loadtest.metrics import LoadTestResult
+    from voicehub_async.loadtest.ramp import Ramp
+    from voicehub_async.loadtest.runner import LoadTest, LoadTestConfig
+    from voicehub_async.webhooks import WebhookReceiver
+
+__all__ = ["register"]
+
+WEBHOOK_SECRET_ENV: Final = "VOICEHUB_WEBHOOK_SECRET"
+#: Real seconds between two refreshes of the progress bar.
+_REFRESH: Final = 0.25
+
+
+def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    """Add ``loadtest``."""
+    parser = subparsers.add_parser(
+        "loadtest",
+        help="load-test an agent: place calls to test numbers following a ramp",
+        description="Place calls to a set of test numbers following a ramp and a ceiling of "
+        "live calls, follow each call (polling, plus webhooks with --webhook-port) and report "
+        "what happened, over time. Triggers are sent once: an ambiguous failure is counted, "
+        "never retried. --simulate runs against the built-in simulator and needs no other "
+        "option.",
+        epilog="Ramp: time:rate pairs, linear between points, e.g. 0:1/s,60:10/s,120:10/s "
+        "(times in s, or 2m, 1h; rates /s, /m or /h). The webhook secret is read from "
+        f"${WEBHOOK_SECRET_ENV}.",
+    )
+    what = parser.add_argument_group("what to call")
+    what.add_argument("--agent", metavar="AGENT_ID", help="the agent under test")
+    what.add_argument(
+        "--numbers",
+        metavar="FILE",
+        type=Path,
+        help="test numbers, one per line (# comments allowed); called in turn, round and round",
+    )
+    what.add_argument(
+        "--context",
+        metavar="JSON",
+        help="a JSON object handed to the agent on every call, or @FILE to read one",
+    )
+    what.add_argument("--from", dest="from_number", metavar="NUMBER", help="source number")
+
+    load = parser.add_argument_group("how much load")
+    load.add_argument(
+        "--ramp",
+        metavar="SPEC",
+        help="time:rate points, linear between them, e.g. 0:1/s,60:10/s,120:10/s",
+    )
+    load.add_argument("--rate", metavar="RATE", help="a constant rate instead of --ramp, e.g. 5/s")
+    load.add_argument("--duration", metavar="TIME", help="how long --rate lasts, e.g. 90s or 2m")
+    load.add_argument(
+        "--max-live",
+        type=_positive_int,
+        default=500,
+        metavar="N",
+        help="ceiling of calls live at once; a call due at the ceiling is dropped and counted "
+        "(default: %(default)s)",
+    )
+    load.add_argument(
+        "--dry-run", action="store_true", help="check everything, print the plan, place nothing"
+    )
+
+    follow = parser.add_argument_group("following calls")
+    follow.add_argument(
+        "--webhook-port",
+        type=_port,
+        metavar="PORT",
+        help="also receive VoiceHub's webhooks on this port (secret from "
+        f"${WEBHOOK_SECRET_ENV}; 0 picks a free port, useful with --simulate)",
+    )
+    follow.add_argument(
+        "--webhook-host",
+        metavar="HOST",
+        help="address the webhook receiver binds (default: 0.0.0.0, or 127.0.0.1 with --simulate)",
+    )
+    follow.add_argument(
+        "--poll-interval",
+        metavar="TIME",
+        default="2s",
+        help="poll a call this soon after it changed (default: %(default)s)",
+    )
+    follow.add_argument(
+        "--max-poll-interval",
+        metavar="TIME",
+        default="15s",
+        help="poll an unchanged call at least this often (default: %(default)s)",
+    )
+    follow.add_argument(
+        "--max-call-time",
+        metavar="TIME",
+        default="30m",
+        help="stop following a call after this long and count it timed_out (default: %(default)s)",
+    )
+
+    out = parser.add_argument_group("report")
+    out.add_argument(
+        "--report",
+        metavar="FILE",
+        type=Path,
+        help="write an HTML page with charts (needs voicehub-async[report]) and FILE.json "
+        "with the same figures; a .json FILE writes the figures alone",
+    )
+
+    sim = parser.add_argument_group("simulation")
+    sim.add_argument(
+        "--simulate",
+        action="store_true",
+        help="run against the built-in simulator, in-process; defaults: agent-loadtest, 100 "
+        "fictional numbers, ramp 0:1/s,60:10/s,120:10/s",
+    )
+    sim.add_argument(
+        "--time-scale",
+        type=_positive_float,
+        metavar="X",
+        help="with --simulate: simulated seconds per real second, for the calls and the ramp "
+        "alike (default: 10)",
+    )
+    sim.add_argument(
+        "--seed", type=int, default=0, help="with --simulate: the simulator's seed (default: 0)"
+    )
+    add_client_arguments(parser)
+    parser.set_defaults(handler=run_loadtest)
+
+
+def _positive_int(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a whole number: {text!r}") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be at least 1, got {text!r}")
+    return value
+
+
+def _positive_float(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a number: {text!r}") from None
+    if not value > 0:
+        raise argparse.ArgumentTypeError(f"must be a positive number, got {text!r}")
+    return value
+
+
+def _port(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a port number: {text!r}") from None
+    if not 0 <= value <= 65535:
+        raise argparse.ArgumentTypeError(f"a port is 0 to 65535, got {text!r}")
+    return value
+
+
+# -- checking the options -------------------------------------------------------------------
+
+
+def _duration(option: str, text: str) -> float:
+    from voicehub_async.loadtest.ramp import parse_duration
+
+    try:
+        value = parse_duration(text)
+    except ValueError as exc:
+        raise CommandError(f"{option}: {exc}", field=option) from None
+    if not value > 0:
+        raise CommandError(f"{option} must be longer than 0 seconds", field=option)
+    return value
+
+
+def _ramp(args: argparse.Namespace) -> Ramp:
+    from voicehub_async.loadtest.ramp import Ramp, parse_rate
+    from voicehub_async.loadtest.simulated import default_simulated_ramp
+
+    if args.ramp is not None:
+        if args.rate is not None or args.duration is not None:
+            raise CommandError("give either --ramp, or --rate with --duration, not both")
+        try:
+            return Ramp.parse(args.ramp)
+        except ValueError as exc:
+            raise CommandError(f"--ramp: {exc}", field="--ramp") from None
+    if args.rate is not None or args.duration is not None:
+        if args.rate is None or args.duration is None:
+            raise CommandError("--rate and --duration go together (or use --ramp)")
+        try:
+            rate = parse_rate(args.rate)
+        except ValueError as exc:
+            raise CommandError(f"--rate: {exc}", field="--rate") from None
+        return Ramp.constant(rate, _duration("--duration", args.duration))
+    if args.simulate:
+        return default_simulated_ramp()
+    raise CommandError("say how much load: --ramp SPEC, or --rate with --duration")
+
+
+def _numbers(args: argparse.Namespace) -> tuple[str, ...]:
+    from voicehub_async.loadtest.numbers import NumbersFileError, read_numbers
+    from voicehub_async.loadtest.simulated import simulated_numbers
+
+    if args.numbers is None:
+        if args.simulate:
+            return simulated_numbers()
+        raise CommandError("--numbers FILE is required: the test numbers to call")
+    try:
+        return read_numbers(args.numbers, default_region=args.default_region)
+    except NumbersFileError as exc:
+        raise CommandError(str(exc), kind="invalid_input", field="--numbers") from None
+    except OSError as exc:
+        raise CommandError(
+            f"--numbers: cannot read {args.numbers}: {exc.strerror or exc}", field="--numbers"
+        ) from None
+
+
+def _config(args: argparse.Namespace) -> LoadTestConfig:
+    from voicehub_async.errors import InvalidRequestError
+    from voicehub_async.loadtest.runner import LoadTestConfig
+    from voicehub_async.loadtest.simulated import DEFAULT_TIME_SCALE, SIMULATED_AGENT
+    from voicehub_async.models import normalize_number
+
+    from .calls import parse_context
+
+    if args.time_scale is not None and not args.simulate:
+        raise CommandError("--time-scale only applies with --simulate", field="--time-scale")
+    agent = args.agent or (SIMULATED_AGENT if args.simulate else None)
+    if not agent:
+        raise CommandError("--agent AGENT_ID is required: the agent under test", field="--agent")
+    ramp = _ramp(args)
+    if ramp.total_calls == 0:
+        raise CommandError("this ramp places no call: give it a positive rate", field="--ramp")
+    numbers = _numbers(args)
+    context = parse_context(args.context) if args.context is not None else None
+    from_number = None
+    if args.from_number is not None:
+        try:
+            from_number = normalize_number(args.from_number, "from", args.default_region)
+        except InvalidRequestError as exc:
+            raise CommandError(f"--from: {exc}", kind="invalid_input", field="--from") from None
+    poll = _duration("--poll-interval", args.poll_interval)
+    max_poll = _duration("--max-poll-interval", args.max_poll_interval)
+    if max_poll < poll:
+        raise CommandError("--max-poll-interval must not be shorter than --poll-interval")
+    return LoadTestConfig(
+        agent_id=agent,
+        numbers=numbers,
+        ramp=ramp,
+        max_live=args.max_live,
+        time_scale=(args.time_scale or DEFAULT_TIME_SCALE) if args.simulate else 1.0,
+        poll_interval=poll,
+        max_poll_interval=max_poll,
+        max_call_time=_duration("--max-call-time", args.max_call_time),
+        context=context,
+        from_number=from_number,
+    )
+
+
+def _webhook_secret(args: argparse.Namespace) -> str | None:
+    if args.webhook_port is None:
+        return None
+    secret = os.environ.get(WEBHOOK_SECRET_ENV, "").strip()
+    if secret:
+        return secret
+    if args.simulate:
+        # The simulator is the only sender: any secret will do, as long as
+        # it is not a guessable constant on an open port.
+        return secrets.token_urlsafe(24)
+    raise CommandError(
+        f"--webhook-port needs the agent's webhook secret in ${WEBHOOK_SECRET_ENV}",
+        kind="configuration",
+        field="--webhook-port",
+    )
+
+
+# -- running ----------------------------------------------------------------------------------
+
+
+def run_loadtest(args: argparse.Namespace) -> Any:
+    """Check everything synchronously, then return the coroutine that runs."""
+    from voicehub_async.loadtest.ramp import format_duration
+    from voicehub_async.loadtest.report import ReportUnavailableError, check_report_support
+
+    config = _config(args)
+    if args.report is not None:
+        try:
+            check_report_support(args.report)
+        except ReportUnavailableError as exc:
+            raise CommandError(str(exc), kind="configuration", field="--report") from None
+        folder = args.report.parent
+        if not folder.is_dir():
+            # Found now, not after the run has placed all its calls.
+            raise CommandError(f"--report: no such folder: {folder}", field="--report")
+    secret = _webhook_secret(args)
+    client = None if args.simulate or args.dry_run else make_client(args)
+    ramp = config.ramp
+    plan = [
+        ("agent", config.agent_id),
+        ("target", "the built-in simulator" if args.simulate else "the VoiceHub API"),
+        ("numbers", f"{len(set(config.numbers))} test number(s)"),
+        ("ramp", f"{ramp} ({format_duration(ramp.duration)})"),
+        (
+            "calls",
+            f"{ramp.total_calls}, at most {ramp.peak_rate:g}/s, at most {config.max_live} live",
+        ),
+    ]
+    if args.simulate:
+        plan.append(
+            (
+                "time scale",
+                f"{config.time_scale:g}x: about "
+                f"{format_duration(ramp.duration / config.time_scale)} of wall time",
+            )
+        )
+    if args.dry_run:
+        if args.json:
+            print_json({"plan": dict(plan), "dry_run": True})
+        else:
+            print_fields(make_console(), plan, title="Load test plan (dry run: nothing placed)")
+        return EXIT_OK
+    if not args.json:
+        print_fields(make_console(stderr=True), plan, title="Load test")
+    return _run(args, config, client, secret)
+
+
+async def _run(
+    args: argparse.Namespace,
+    config: LoadTestConfig,
+    client: VoiceHubClient | None,
+    secret: str | None,
+) -> int:
+    from voicehub_async.client import VoiceHubClient
+    from voicehub_async.loadtest.report import write_report
+    from voicehub_async.loadtest.runner import LoadTest
+    from voicehub_async.loadtest.simulated import simulated_service
+    from voicehub_async.loadtest.webhook_server import serve_webhooks
+    from voicehub_async.webhooks import WebhookReceiver
+
+    async with contextlib.AsyncExitStack() as stack:
+        receiver: WebhookReceiver | None = None
+        webhook_url: str | None = None
+        if secret is not None:
+            receiver = WebhookReceiver(secret)
+            host = args.webhook_host or ("127.0.0.1" if args.simulate else "0.0.0.0")
+            port = await stack.enter_async_context(
+                serve_webhooks(receiver, host, args.webhook_port)
+            )
+            local = "127.0.0.1" if host in ("0.0.0.0", "") else host
+            webhook_url = f"http://{local}:{port}/voicehub/events"
+            if not args.json:
+                make_console(stderr=True).print(
+                    f"receiving webhooks on {host}:{port} (any path)", highlight=False
+                )
+        if args.simulate:
+            simulator = await stack.enter_async_context(
+                simulated_service(
+                    time_scale=config.time_scale,
+                    webhook_url=webhook_url,
+                    webhook_secret=secret,
+                    seed=args.seed,
+                )
+            )
+            client = VoiceHubClient(
+                simulator.api_key, base_url=simulator.base_url, timeout=args.timeout
+            )
+        assert client is not None
+        await stack.enter_async_context(client)
+        test = LoadTest(client, config, receiver=receiver, simulated=args.simulate)
+        with _stop_on_interrupt(test, None if args.json else make_console(stderr=True)):
+            result = await _with_progress(test, show=not args.json)
+    written = write_report(result, args.report) if args.report is not None else []
+    if args.json:
+        data = result.to_dict()
+        data["report_files"] = [str(path) for path in written]
+        print_json(data)
+    else:
+        _print_summary(make_console(), result, written)
+    return EXIT_OK
+
+
+@contextlib.contextmanager
+def _stop_on_interrupt(test: LoadTest, console: Console | None) -> Iterator[None]:
+    """First Ctrl-C: stop the ramp, keep following live calls. The handler
+    then removes itself, so a second Ctrl-C interrupts as usual."""
+    loop = asyncio.get_running_loop()
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+
+    def first_interrupt() -> None:
+        loop.remove_signal_handler(signal.SIGINT)
+        test.stop()
+        if console is not None:
+            console.print(
+                f"stopping: no more calls placed; following the {test.metrics.live} live "
+                "call(s) to the end (Ctrl-C again to abort)",
+                highlight=False,
+            )
+
+    try:
+        loop.add_signal_handler(signal.SIGINT, first_interrupt)
+    except (NotImplementedError, RuntimeError):  # Windows, or no signals here
+        yield
+        return
+    try:
+        yield
+    finally:
+        loop.remove_signal_handler(signal.SIGINT)
+
+
+async def _with_progress(test: LoadTest, *, show: bool) -> LoadTestResult:
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn
+
+    console = make_console(stderr=True)
+    if not show or not console.is_terminal:
+        return await test.run()
+    progress = Progress(
+        TextColumn("{task.description}"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TextColumn("{task.fields[status]}"),
+        console=console,
+        transient=True,
+    )
+    run = asyncio.ensure_future(test.run())
+    with progress:
+        bar = progress.add_task("ramp", total=test.total_calls, status="")
+        while not run.done():
+            await asyncio.wait({run}, timeout=_REFRESH)
+            p = test.progress()
+            progress.update(
+                bar,
+                completed=p.due,
+                description="ramp" if p.placing else "finishing",
+                status=f"live {p.live}  placed {p.placed}  ended {p.ended}"
+                + (f"  dropped {p.dropped}" if p.dropped else "")
+                + (f"  not placed {p.not_placed}" if p.not_placed else ""),
+            )
+    return run.result()
+
+
+def _pct(value: float | None) -> str:
+    return "-" if value is None else (f"{value:.1f}" if value >= 10 else f"{value:.2f}")
+
+
+def _print_summary(console: Console, result: LoadTestResult, written: list[Path]) -> None:
+    info = result.info
+    unit = "simulated s" if info.simulated else "s"
+    rows: list[tuple[str, object]] = [
+        ("due", result.due),
+        (
+            "dropped",
+            f"{result.dropped} (due while --max-live {info.max_live} calls were live)"
+            if result.dropped
+            else 0,
+        ),
+        ("placed", f"{result.placed} of {result.sent} sent"),
+    ]
+    for kind, count in result.not_placed.items():
+        note = "  (may have been placed: never retried)" if kind == "ambiguous" else ""
+        rows.append((f"not placed: {kind}", f"{count}{note}"))
+    rows += [
+        ("answered", result.answered),
+        ("completed", result.completed),
+    ]
+    for status, count in result.final_statuses.items():
+        if status != "completed":
+            rows.append((f"ended {status}", count))
+    if result.unfinished:
+        rows.append(("unfinished", result.unfinished))
+    for label, dist in (
+        (f"time to started ({unit})", result.time_to_started),
+        (f"call duration ({unit})", result.duration),
+        ("trigger latency (ms)", result.trigger_latency_ms),
+    ):
+        rows.append(
+            (
+                label,
+                f"p50 {_pct(dist.p50)}  p95 {_pct(dist.p95)}  p99 {_pct(dist.p99)}"
+                f"  ({dist.count} calls)",
+            )
+        )
+    rows.append(("peak live", result.peak_live))
+    rows.append(("wall time", f"{info.wall_seconds:.1f} s"))
+    for path in written:
+        rows.append(("report", str(path)))
+    print_fields(console, rows, title=f"Load test of {info.agent_id}: {info.ramp}")
