@@ -7,8 +7,10 @@ Everything a caller needs is importable from here::
 
 from __future__ import annotations
 
+from .campaign import Campaign, CampaignSummary
 from .client import VoiceHubClient
 from .config import Timeout
+from .dispatch import Dispatcher, DispatchResult, DispatchStats
 from .errors import (
     AmbiguousTriggerError,
     APIConnectionError,
@@ -26,7 +28,28 @@ from .errors import (
     VoiceHubError,
 )
 from .models import Call, CallRequest, CallStatus, Recordings
+from .poller import (
+    CallLostError,
+    CallTimedOutError,
+    CallTrackingError,
+    StatusChange,
+    StatusPoller,
+    WaitTimeoutError,
+)
 from .retry import RetryPolicy
+from .webhooks import (
+    AnalysisResultReady,
+    CallStatusChanged,
+    RecordingsAvailable,
+    UnknownEvent,
+    WebhookASGIApp,
+    WebhookError,
+    WebhookEvent,
+    WebhookReceiver,
+    aiohttp_app,
+    aiohttp_handler,
+    parse_event,
+)
 
 __version__ = "0.1.0"
 
@@ -38,8 +61,16 @@ __all__ = [
     "AuthenticationError",
     "BadRequestError",
     "Call",
+    "Campaign",
+    "CampaignSummary",
     "CallRequest",
+    "CallLostError",
     "CallStatus",
+    "DispatchResult",
+    "DispatchStats",
+    "Dispatcher",
+    "CallTimedOutError",
+    "CallTrackingError",
     "InvalidRequestError",
     "NotFoundError",
     "PermissionDeniedError",
@@ -48,9 +79,24 @@ __all__ = [
     "RedirectError",
     "RetryPolicy",
     "ServerError",
+    "StatusChange",
+    "StatusPoller",
     "Timeout",
     "UnexpectedResponseError",
     "VoiceHubClient",
     "VoiceHubError",
+    "WaitTimeoutError",
+    # webhooks
+    "AnalysisResultReady",
+    "CallStatusChanged",
+    "RecordingsAvailable",
+    "UnknownEvent",
+    "WebhookASGIApp",
+    "WebhookError",
+    "WebhookEvent",
+    "WebhookReceiver",
+    "aiohttp_app",
+    "aiohttp_handler",
+    "parse_event",
     "__version__",
 ]

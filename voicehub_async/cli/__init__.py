@@ -31,7 +31,7 @@ from ._common import EXIT_OK, EXIT_USAGE, CommandError, report_error
 __all__ = ["build_parser", "main"]
 
 #: Command modules (``voicehub_async.cli.<name>``), in the order their commands appear in --help.
-_COMMAND_MODULES: tuple[str, ...] = ("calls", "simulate")
+_COMMAND_MODULES: tuple[str, ...] = ("calls", "simulate", "loadtest", "campaign", "demo")
 
 #: Exit code after Ctrl-C, as a shell reports a process killed by SIGINT.
 EXIT_INTERRUPTED = 130

@@ -1,0 +1,197 @@
+"""Crash and interrupt tests: the campaign runs in a subprocess, the simulator in
+this one (a background thread), so its trigger log survives every kill.
+
+* SIGKILL at several random moments while triggers are in flight, resuming
+  each time until done: every row ends with an outcome, and no number was
+  dialed twice (rows cut off mid-trigger end ``ambiguous``; only
+  ``--redial-ambiguous`` dials them again).
+* SIGINT mid-run: the triggers in flight finish, nothing is left ``sending``,
+  the exit status is 130, and the same command resumes to the end.
+"""
+
+from __future__ import annotations
+
+import csv
+import os
+import random
+import signal
+import sqlite3
+import subprocess
+import sys
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+import pytest
+
+from voicehub_async.simulator import FaultConfig, LifecycleConfig, SimulatorConfig, SimulatorThread
+from voicehub_async.simulator.pytest_plugin import SimulatorFactory
+
+pytestmark = [
+    pytest.mark.slow,
+    pytest.mark.skipif(sys.platform == "win32", reason="POSIX signals"),
+]
+
+API_KEY = "sk-crash-test-0123456789"
+ROWS = 120
+FINAL = {"completed", "unanswered", "busy", "failed", "cancelled"}
+
+
+@pytest.fixture
+def sim(voicehub_simulator_factory: SimulatorFactory) -> SimulatorThread:
+    # Latency keeps triggers on the wire long enough for a kill to land
+    # between a row's mark and its answer; the fast clock ends calls quickly.
+    config = SimulatorConfig(
+        api_key=API_KEY,
+        time_scale=600,
+        seed=11,
+        lifecycle=LifecycleConfig(queue_delay=(1.0, 5.0), ring_time=(2.0, 10.0),
+                                  talk_time=(10.0, 60.0)),
+        faults=FaultConfig(latency=(0.02, 0.08)),
+    )  # fmt: skip
+    return voicehub_simulator_factory(config)
+
+
+def write_contacts(path: Path) -> Path:
+    with path.open("w", newline="") as out:
+        writer = csv.writer(out)
+        writer.writerow(["to", "name"])
+        for i in range(ROWS):
+            writer.writerow([f"+1415555{i:04d}", f"n{i}"])
+    return path
+
+
+def start(sim: SimulatorThread, tmp_path: Path, *extra: str) -> subprocess.Popen[str]:
+    env = dict(os.environ, VOICEHUB_API_KEY=API_KEY, VOICEHUB_BASE_URL=sim.base_url)
+    command = [
+        sys.executable, "-m", "voicehub_async.cli", "campaign", str(tmp_path / "contacts.csv"),
+        "--agent", "agent-crash", "--journal", str(tmp_path / "run.db"),
+        "--out", str(tmp_path / "results.csv"), "--concurrency", "6", "--rate", "60",
+        "--poll-interval", "0.1", "--progress-interval", "60", *extra,
+    ]  # fmt: skip
+    return subprocess.Popen(
+        command, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
+    )
+
+
+def wait_until(condition: Callable[[], bool], process: subprocess.Popen[str], limit: float) -> bool:
+    deadline = time.monotonic() + limit
+    while time.monotonic() < deadline:
+        if condition():
+            return True
+        if process.poll() is not None:
+            return False
+        time.sleep(0.005)
+    return False
+
+
+def finish(process: subprocess.Popen[str], timeout: float = 60) -> tuple[int, str, str]:
+    out, err = process.communicate(timeout=timeout)
+    return process.returncode, out, err
+
+
+def results(tmp_path: Path) -> list[dict[str, str]]:
+    with (tmp_path / "results.csv").open() as stream:
+        return list(csv.DictReader(stream))
+
+
+def journal_states(tmp_path: Path) -> dict[str, int]:
+    with sqlite3.connect(tmp_path / "run.db") as db:
+        return dict(db.execute("SELECT state, COUNT(*) FROM rows GROUP BY state").fetchall())
+
+
+def test_sigkill_at_random_moments_never_dials_twice(sim: SimulatorThread, tmp_path: Path) -> None:
+    write_contacts(tmp_path / "contacts.csv")
+    rng = random.Random(2024)
+    kills = 0
+    for _ in range(4):
+        process = start(sim, tmp_path)
+        target = sim.trigger_count + 3
+        # Kill once this run has sent a few triggers, at a random moment after.
+        if wait_until(lambda: sim.trigger_count >= target, process, 20):  # noqa: B023
+            time.sleep(rng.uniform(0.0, 0.4))
+        if process.poll() is None:
+            process.send_signal(signal.SIGKILL)
+            kills += 1
+        process.communicate(timeout=30)
+        if sim.trigger_count >= ROWS:
+            break
+    assert kills >= 2
+
+    code, _, err = finish(start(sim, tmp_path))
+    assert code in (0, 1), err
+    rows = results(tmp_path)
+    assert len(rows) == ROWS
+    assert [int(r["row"]) for r in rows] == list(range(1, ROWS + 1))
+    outcomes = {r["status"] for r in rows}
+    assert outcomes <= FINAL | {"ambiguous"}, outcomes
+    # The simulator's own log: no number placed twice.
+    counts = sim.placed_counts()
+    assert max(counts.values()) == 1
+    # Every call the simulator created belongs to a row that knows its id,
+    # or to a row reported ambiguous: nothing was lost.
+    known_ids = {r["call_id"] for r in rows if r["call_id"]}
+    ambiguous = {r["to"] for r in rows if r["status"] == "ambiguous"}
+    for record in list(sim.triggers):
+        if record.created:
+            assert record.call_id in known_ids or record.to in ambiguous
+    assert code == (1 if ambiguous else 0)
+
+    # --redial-ambiguous dials exactly the ambiguous rows once more.
+    placed_before = sim.placed_counts()
+    code, _, err = finish(start(sim, tmp_path, "--redial-ambiguous"))
+    assert code == 0, err
+    after = sim.placed_counts()
+    dialed_again = {n for n in after if after[n] > placed_before.get(n, 0)}
+    assert dialed_again == {r["to"] for r in rows if r["status"] == "ambiguous"}
+    assert {r["status"] for r in results(tmp_path)} <= FINAL
+
+
+def test_sigint_lets_calls_in_flight_finish_then_resumes(
+    sim: SimulatorThread, tmp_path: Path
+) -> None:
+    write_contacts(tmp_path / "contacts.csv")
+    process = start(sim, tmp_path)
+    assert wait_until(lambda: sim.trigger_count >= 20, process, 30)
+    process.send_signal(signal.SIGINT)
+    code, out, err = finish(process)
+    assert code == 130, err
+    assert "stopping" in err + out
+    states = journal_states(tmp_path)
+    assert "sending" not in states and "ambiguous" not in states, states
+    sent_before = sim.trigger_count
+    assert sent_before < ROWS
+    rows = results(tmp_path)
+    assert len(rows) == ROWS and any(r["status"] == "pending" for r in rows)
+
+    code, out, err = finish(start(sim, tmp_path))
+    assert code == 0, err
+    assert {r["status"] for r in results(tmp_path)} <= FINAL
+    assert sim.trigger_count == ROWS
+    assert max(sim.placed_counts().values()) == 1
+
+
+@pytest.mark.parametrize("first", [signal.SIGINT, signal.SIGTERM])
+def test_a_second_signal_exits_at_once_and_the_journal_still_resumes(
+    sim: SimulatorThread, tmp_path: Path, first: signal.Signals
+) -> None:
+    write_contacts(tmp_path / "contacts.csv")
+    process = start(sim, tmp_path)
+    assert wait_until(lambda: sim.trigger_count >= 15, process, 30)
+    process.send_signal(first)
+    time.sleep(0.02)
+    process.send_signal(signal.SIGINT)
+    started = time.monotonic()
+    code, out, err = finish(process, timeout=10)
+    assert time.monotonic() - started < 5
+    assert code == 128 + int(first), err
+    assert "aborting" in err + out
+
+    code, out, err = finish(start(sim, tmp_path))
+    assert code in (0, 1), err
+    rows = results(tmp_path)
+    assert len(rows) == ROWS and {r["status"] for r in rows} <= FINAL | {"ambiguous"}
+    assert code == (1 if any(r["status"] == "ambiguous" for r in rows) else 0)
+    counts = sim.placed_counts()
+    assert max(counts.values()) == 1
+    assert len(counts) + sum(r["status"] == "ambiguous" for r in rows) >= ROWS

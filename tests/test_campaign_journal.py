@@ -1,0 +1,132 @@
+"""The journal and its group commit: marks on disk before they return, few commits."""
+
+from __future__ import annotations
+
+import asyncio
+import csv
+import sqlite3
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from voicehub_async.campaign.groupcommit import GroupCommitter
+from voicehub_async.campaign.journal import (
+    SQL_INVALID,
+    SQL_MARK_SENDING,
+    Journal,
+    JournalError,
+    JournalMismatchError,
+)
+from voicehub_async.campaign.results import write_results
+
+
+def committed_state(path: Path, row: int) -> str | None:
+    """The row's state as another connection sees it: committed data only."""
+    with sqlite3.connect(path) as db:
+        found = db.execute("SELECT state FROM rows WHERE row = ?", (row,)).fetchone()
+    return None if found is None else str(found[0])
+
+
+def mark(row: int) -> tuple[str, tuple[object, ...]]:
+    now = time.time()
+    return (SQL_MARK_SENDING, (row, f"h{row}", f"+1415555{row:04d}", now, now))
+
+
+@pytest.fixture
+def journal(tmp_path: Path) -> Iterator[Journal]:
+    opened = Journal.open(tmp_path / "j.db")
+    yield opened
+    opened.close()
+
+
+@pytest.mark.parametrize("durability", ["normal", "full"])
+async def test_a_mark_is_committed_when_it_returns(tmp_path: Path, durability: str) -> None:
+    journal = Journal.open(tmp_path / "j.db", durability=durability)  # type: ignore[arg-type]
+    try:
+        committer = GroupCommitter(journal)
+        await asyncio.gather(*(committer.mark(mark(row)) for row in (1, 2, 3)))
+        assert committed_state(journal.path, 1) == "sending"
+        await committer.mark(mark(4))
+        assert committed_state(journal.path, 4) == "sending"
+        await committer.aclose()
+        assert committer.commits == 2
+    finally:
+        journal.close()
+
+
+async def test_concurrent_marks_share_commits(journal: Journal) -> None:
+    committer = GroupCommitter(journal)
+    await asyncio.gather(*(committer.mark(mark(row)) for row in range(1, 301)))
+    # All 300 on disk, in a handful of commits rather than 300.
+    with sqlite3.connect(journal.path) as db:
+        assert db.execute("SELECT COUNT(*) FROM rows WHERE state = 'sending'").fetchone()[0] == 300
+    assert committer.commits <= 10
+    await committer.aclose()
+
+
+async def test_writes_without_a_mark_are_flushed_after_a_short_delay(journal: Journal) -> None:
+    committer = GroupCommitter(journal, max_delay=0.01)
+    now = time.time()
+    committer.write((SQL_INVALID, (5, "h5", "x", "to: bad", now, now)))
+    assert committed_state(journal.path, 5) is None
+    for _ in range(200):
+        await asyncio.sleep(0.01)
+        if committed_state(journal.path, 5) == "invalid":
+            break
+    assert committed_state(journal.path, 5) == "invalid"
+    await committer.aclose()
+
+
+async def test_a_failed_commit_fails_its_marks_and_stops_the_committer(journal: Journal) -> None:
+    committer = GroupCommitter(journal)
+    with pytest.raises(sqlite3.Error):
+        await committer.mark(("INSERT INTO no_such_table VALUES (?)", (1,)))
+    with pytest.raises(JournalError, match="cannot be written"):
+        await committer.mark(mark(2))
+    assert committed_state(journal.path, 2) is None
+    await committer.aclose()
+
+
+def test_bind_refuses_another_file(tmp_path: Path) -> None:
+    journal = Journal.open(tmp_path / "j.db")
+    try:
+        assert journal.bind({"source_sha256": "aaa", "agent_id": "x"}, describe={}) is True
+        assert journal.bind({"source_sha256": "aaa", "agent_id": "x"}, describe={}) is False
+        with pytest.raises(JournalMismatchError, match="another contacts file"):
+            journal.bind({"source_sha256": "bbb", "agent_id": "x"}, describe={})
+        with pytest.raises(JournalMismatchError, match="agent_id"):
+            journal.bind({"source_sha256": "aaa", "agent_id": "y"}, describe={})
+    finally:
+        journal.close()
+
+
+def test_one_run_per_journal(tmp_path: Path) -> None:
+    first = Journal.open(tmp_path / "j.db")
+    try:
+        with pytest.raises(JournalError, match="in use by another campaign"):
+            Journal.open(tmp_path / "j.db")
+    finally:
+        first.close()
+    Journal.open(tmp_path / "j.db").close()  # released
+
+
+def test_wal_mode(journal: Journal) -> None:
+    with sqlite3.connect(journal.path) as db:
+        assert db.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
+
+
+async def test_results_have_one_line_per_row(journal: Journal, tmp_path: Path) -> None:
+    committer = GroupCommitter(journal)
+    await committer.mark(mark(2))
+    now = time.time()
+    committer.write((SQL_INVALID, (4, "h4", "12", "to: not a valid phone number", now, now)))
+    await committer.aclose()
+    out = tmp_path / "results.csv"
+    assert write_results(out, journal.iter_rows(), total=5) == 5
+    with out.open() as stream:
+        rows = list(csv.DictReader(stream))
+    assert [r["row"] for r in rows] == ["1", "2", "3", "4", "5"]
+    assert [r["status"] for r in rows] == ["pending", "sending", "pending", "invalid", "pending"]
+    assert rows[3]["error"] == "to: not a valid phone number"

@@ -1,0 +1,369 @@
+"""``voicehub campaign CONTACTS --agent AGENT_ID``: dial a whole contacts file.
+
+Everything that can be checked before dialing is (options, calling hours,
+the file's header, the journal's identity), so a mistake exits with 2 and
+costs no call. Then the campaign runs with a live display (plain lines when
+the output is not a terminal) and ends with a summary and the results file.
+
+Signals: the first Ctrl-C (or SIGTERM) stops dialing, lets the triggers in
+flight get their answers, flushes the journal and writes the results; the
+second cuts the requests in flight short and exits at once. Either way
+running the same command again resumes where it stopped, without phoning
+anybody twice.
+
+Exit status: 0 when every row has a final outcome (invalid rows count as
+one: they are reported), 1 when some are ambiguous, not sent, lost or not
+finished (interrupted: 128 + the signal number), 2 on bad usage.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import os
+import signal
+import sys
+import threading
+from collections.abc import Iterator
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Final
+
+from ._common import (
+    API_KEY_ENV,
+    BASE_URL_ENV,
+    EXIT_API_ERROR,
+    CommandError,
+    add_client_arguments,
+    make_console,
+    print_json,
+)
+
+if TYPE_CHECKING:
+    from rich.console import Console
+
+    from voicehub_async.campaign import Campaign, CampaignSummary
+    from voicehub_async.campaign.hours import CallingHours
+    from voicehub_async.client import VoiceHubClient
+
+__all__ = ["add_campaign_options", "register", "report_summary", "run_campaign"]
+
+#: Seconds a second signal leaves the campaign to flush before the process quits anyway.
+_ABORT_GRACE: Final = 3.0
+
+
+def _positive_int(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a whole number: {text!r}") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be at least 1, got {text!r}")
+    return value
+
+
+def _non_negative_int(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a whole number: {text!r}") from None
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"must be 0 or more, got {text!r}")
+    return value
+
+
+def _positive_float(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a number: {text!r}") from None
+    if not value > 0:
+        raise argparse.ArgumentTypeError(f"must be a positive number, got {text!r}")
+    return value
+
+
+def add_campaign_options(parser: argparse.ArgumentParser, *, concurrency: int = 50) -> None:
+    """The options that shape how a campaign dials (shared with ``voicehub demo``)."""
+    pace = parser.add_argument_group("pace")
+    pace.add_argument(
+        "--concurrency",
+        type=_positive_int,
+        default=concurrency,
+        metavar="N",
+        help="triggers in flight at most (default: %(default)s)",
+    )
+    pace.add_argument(
+        "--rate",
+        type=_positive_float,
+        default=None,
+        metavar="PER_SECOND",
+        help="calls per second at most (default: as fast as the service allows; "
+        "a 429 slows down either way)",
+    )
+    pace.add_argument(
+        "--max-retries",
+        type=_non_negative_int,
+        default=None,
+        metavar="N",
+        help="retries of a trigger that provably did not reach the service "
+        "(no connection, 429, 503) (default: 3)",
+    )
+    parser.add_argument(
+        "--progress-interval",
+        type=_positive_float,
+        default=5.0,
+        metavar="SECONDS",
+        help="seconds between two progress lines when the output is not a terminal "
+        "(default: %(default)s)",
+    )
+
+
+def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    """Add ``campaign``."""
+    parser = subparsers.add_parser(
+        "campaign",
+        help="call every contact of a CSV or JSONL file, resumably",
+        description="Call every contact of CONTACTS (CSV with a header, or JSON lines). "
+        "Columns: 'to' (required), 'agent_id', 'from', 'scheduled_at' (ISO 8601, UTC "
+        "unless it has an offset); any other column goes into the call's context. "
+        "Every row is recorded in a journal before its call goes out: running the "
+        "same command again resumes, and never phones anybody twice.",
+        epilog="Exit status: 0 every row has a final outcome, 1 some rows are ambiguous, "
+        "were not sent or are not finished, 2 bad usage; 130 after Ctrl-C.",
+    )
+    parser.add_argument("contacts", metavar="CONTACTS", type=Path, help="the contacts file")
+    parser.add_argument(
+        "--agent", metavar="AGENT_ID", help="the agent for rows without an agent_id column"
+    )
+    files = parser.add_argument_group("files")
+    files.add_argument(
+        "--journal",
+        type=Path,
+        metavar="PATH",
+        help="the SQLite journal (default: <results>.journal.db, beside the results)",
+    )
+    files.add_argument(
+        "--out",
+        type=Path,
+        metavar="PATH",
+        help="the results file, CSV, or JSON lines if it ends in .jsonl "
+        "(default: <contacts>.results.csv)",
+    )
+    files.add_argument(
+        "--format", choices=("csv", "jsonl"), help="the contacts format (default: from the name)"
+    )
+    add_campaign_options(parser)
+    follow = parser.add_argument_group("following calls")
+    follow.add_argument(
+        "--poll",
+        action=argparse.BooleanOptionalAction,
+        default=True,
+        help="follow every call to its final status (default: on)",
+    )
+    follow.add_argument(
+        "--poll-interval",
+        type=_positive_float,
+        default=2.0,
+        metavar="SECONDS",
+        help="shortest time between two status reads of a call (default: %(default)s)",
+    )
+    follow.add_argument(
+        "--recordings",
+        action="store_true",
+        help="store each completed call's recording URL in the results",
+    )
+    when = parser.add_argument_group("when to call")
+    when.add_argument(
+        "--calling-hours",
+        metavar="HH:MM-HH:MM",
+        help="only start calls in this window of the contact's local time (from the "
+        "number); others are scheduled for the next opening, e.g. 09:00-20:00",
+    )
+    when.add_argument(
+        "--calling-hours-tz",
+        metavar="ZONE",
+        help="time zone assumed for numbers whose zone is unknown (default: such rows "
+        "are refused as invalid), e.g. Europe/Paris",
+    )
+    safety = parser.add_argument_group("safety")
+    safety.add_argument(
+        "--redial-ambiguous",
+        action="store_true",
+        help="dial again rows whose earlier trigger MAY have placed a call "
+        "(the person may be phoned twice)",
+    )
+    safety.add_argument(
+        "--durability",
+        choices=("full", "normal"),
+        default="normal",
+        help="normal: every journal commit survives a crash or kill of this process; "
+        "full: also a power cut or OS crash (an fsync per group commit, slower) "
+        "(default: %(default)s)",
+    )
+    add_client_arguments(parser)
+    parser.set_defaults(handler=_campaign_command)
+
+
+def _calling_hours(args: argparse.Namespace) -> CallingHours | None:
+    from voicehub_async.campaign.hours import CallingHours
+
+    if args.calling_hours is None:
+        if args.calling_hours_tz is not None:
+            raise CommandError(
+                "--calling-hours-tz needs --calling-hours", field="--calling-hours-tz"
+            )
+        return None
+    try:
+        return CallingHours.parse(args.calling_hours, args.calling_hours_tz)
+    except ValueError as exc:
+        raise CommandError(f"--calling-hours: {exc}", field="--calling-hours") from None
+
+
+def _make_client(args: argparse.Namespace) -> VoiceHubClient:
+    """A client from the environment, with a connection pool as large as the concurrency."""
+    from voicehub_async.client import VoiceHubClient
+
+    key = os.environ.get(API_KEY_ENV, "").strip()
+    if not key:
+        raise CommandError(
+            f"no API key: set the {API_KEY_ENV} environment variable", kind="configuration"
+        )
+    base_url = args.base_url or os.environ.get(BASE_URL_ENV) or None
+    try:
+        return VoiceHubClient(
+            key,
+            base_url=base_url,
+            timeout=args.timeout,
+            default_region=args.default_region,
+            max_connections=max(100, args.concurrency),
+        )
+    except ValueError as exc:
+        raise CommandError(str(exc), kind="configuration") from None
+
+
+def _campaign_command(args: argparse.Namespace) -> Any:
+    hours = _calling_hours(args)
+    if not args.contacts.is_file():
+        raise CommandError(
+            f"no contacts file {args.contacts}", kind="invalid_input", field="CONTACTS"
+        )
+    client = _make_client(args)
+    return _run(args, client, hours)
+
+
+async def _run(args: argparse.Namespace, client: VoiceHubClient, hours: CallingHours | None) -> int:
+    from voicehub_async.campaign import Campaign
+
+    async with client:
+        campaign = Campaign(
+            client,
+            args.contacts,
+            agent_id=args.agent,
+            journal=args.journal,
+            results=args.out,
+            format=args.format,
+            concurrency=args.concurrency,
+            rate_limit=args.rate,
+            max_retries=args.max_retries,
+            poll=args.poll,
+            poll_interval=args.poll_interval,
+            max_poll_interval=max(30.0, args.poll_interval),
+            recordings=args.recordings,
+            calling_hours=hours,
+            redial_ambiguous=args.redial_ambiguous,
+            durability=args.durability,
+        )
+        summary, code = await run_campaign(campaign, args)
+    report_summary(summary, as_json=bool(args.json))
+    return code
+
+
+async def run_campaign(campaign: Campaign, args: argparse.Namespace) -> tuple[CampaignSummary, int]:
+    """Run ``campaign`` with signal handling and the progress display; return
+    its summary and the exit status. Shared by ``voicehub campaign`` and
+    ``voicehub demo``.
+    """
+    from voicehub_async.campaign import ContactsError, JournalError, JournalMismatchError
+    from voicehub_async.campaign.progress import show_progress
+
+    as_json = bool(args.json)
+    display = make_console(stderr=as_json)
+    with _signals(campaign, display) as received:
+        try:
+            async with show_progress(
+                campaign.progress, console=display, interval=args.progress_interval
+            ):
+                summary = await campaign.run()
+        except ContactsError as exc:
+            raise CommandError(str(exc), kind="invalid_input", field="CONTACTS") from None
+        except JournalMismatchError as exc:
+            raise CommandError(str(exc), kind="journal_mismatch", field="--journal") from None
+        except JournalError as exc:
+            raise CommandError(str(exc), exit_code=EXIT_API_ERROR, kind="journal") from None
+    return summary, (128 + received[0]) if received else summary.exit_code
+
+
+def report_summary(
+    summary: CampaignSummary, *, as_json: bool, extra: dict[str, Any] | None = None
+) -> None:
+    """The summary as tables on stdout, or as one JSON object (plus ``extra``)."""
+    from voicehub_async.campaign.report import print_summary
+
+    if as_json:
+        print_json({**summary.to_dict(), **(extra or {})})
+        return
+    print_summary(make_console(), summary)
+
+
+@contextlib.contextmanager
+def _signals(campaign: Campaign, console: Console) -> Iterator[list[int]]:
+    """SIGINT/SIGTERM: the first stops the campaign gracefully, the second aborts.
+
+    Yields the list of signals received. After an abort the process is ended
+    anyway if the campaign has not returned within a few seconds.
+    """
+    received: list[int] = []
+    if threading.current_thread() is not threading.main_thread():
+        yield received
+        return
+    loop = asyncio.get_running_loop()
+
+    def on_signal(signum: int) -> None:
+        received.append(signum)
+        if len(received) == 1:
+            campaign.stop()
+            console.print(
+                "stopping: no new calls; waiting for the triggers in flight, then saving "
+                "(press Ctrl-C again to quit at once; run the same command to resume)",
+                style="yellow",
+                highlight=False,
+            )
+            return
+        campaign.abort()
+        console.print("aborting: the journal is being flushed", style="yellow", highlight=False)
+        # Last resort: never hang after a second Ctrl-C. The journal is
+        # consistent at any instant (marks are committed before sending).
+        loop.call_later(_ABORT_GRACE, _exit_now, 128 + signum)
+
+    installed: list[signal.Signals] = []
+    try:
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            try:
+                loop.add_signal_handler(sig, on_signal, int(sig))
+                installed.append(sig)
+            except (NotImplementedError, RuntimeError):  # Windows
+                pass
+        yield received
+    finally:
+        for sig in installed:
+            loop.remove_signal_handler(sig)
+
+
+def _exit_now(code: int) -> None:
+    sys.stderr.write("voicehub: aborted\n")
+    sys.stderr.flush()
+    # Restore the terminal's cursor in case a live display hid it.
+    if sys.stdout.isatty():
+        sys.stdout.write("\x1b[?25h")
+        sys.stdout.flush()
+    os._exit(code)
