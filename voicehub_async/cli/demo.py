@@ -37,7 +37,7 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
         "demo",
         help="run a campaign against the built-in simulator (no account needed)",
         description="Start the built-in VoiceHub simulator on a free loopback port (latency, "
-        "2%% of 503s, a rate limit, ~70%% completed / 15%% unanswered / 10%% busy / 5%% "
+        "2% of 503s, a rate limit, ~70% completed / 15% unanswered / 10% busy / 5% "
         "failed, a few scheduled calls, a 60x faster clock), write synthetic contacts to a "
         "temporary directory and run a full campaign on them, to the final summary.",
     )
