@@ -124,14 +124,40 @@ def add_client_arguments(parser: argparse.ArgumentParser) -> None:
     group.add_argument(
         "--timeout",
         metavar="SECONDS",
-        type=_positive_float,
+        type=positive_float,
         default=30.0,
         help="read timeout per request in seconds (default: 30)",
     )
     add_json_argument(parser)
 
 
-def _positive_float(text: str) -> float:
+# -- argument types (argparse ``type=``): a clear message names the bad value --------
+
+
+def positive_int(text: str) -> int:
+    """A whole number of at least 1."""
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a whole number: {text!r}") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be at least 1, got {text!r}")
+    return value
+
+
+def non_negative_int(text: str) -> int:
+    """A whole number of at least 0."""
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a whole number: {text!r}") from None
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"must be 0 or more, got {text!r}")
+    return value
+
+
+def positive_float(text: str) -> float:
+    """A number greater than 0."""
     try:
         value = float(text)
     except ValueError:
@@ -141,7 +167,7 @@ def _positive_float(text: str) -> float:
     return value
 
 
-def make_client(args: argparse.Namespace) -> VoiceHubClient:
+def make_client(args: argparse.Namespace, *, max_connections: int = 100) -> VoiceHubClient:
     """A client from ``$VOICEHUB_API_KEY`` and the connection options.
 
     Raises :class:`CommandError` (exit 2) when the key is missing or the base
@@ -161,6 +187,7 @@ def make_client(args: argparse.Namespace) -> VoiceHubClient:
             base_url=base_url,
             timeout=getattr(args, "timeout", 30.0),
             default_region=getattr(args, "default_region", None),
+            max_connections=max_connections,
         )
     except ValueError as exc:
         raise CommandError(str(exc), kind="configuration") from None

@@ -30,12 +30,14 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, Final
 
 from ._common import (
-    API_KEY_ENV,
-    BASE_URL_ENV,
     EXIT_API_ERROR,
     CommandError,
     add_client_arguments,
+    make_client,
     make_console,
+    non_negative_int,
+    positive_float,
+    positive_int,
     print_json,
 )
 
@@ -52,34 +54,7 @@ __all__ = ["add_campaign_options", "register", "report_summary", "run_campaign"]
 _ABORT_GRACE: Final = 3.0
 
 
-def _positive_int(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"not a whole number: {text!r}") from None
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"must be at least 1, got {text!r}")
-    return value
 
-
-def _non_negative_int(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"not a whole number: {text!r}") from None
-    if value < 0:
-        raise argparse.ArgumentTypeError(f"must be 0 or more, got {text!r}")
-    return value
-
-
-def _positive_float(text: str) -> float:
-    try:
-        value = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"not a number: {text!r}") from None
-    if not value > 0:
-        raise argparse.ArgumentTypeError(f"must be a positive number, got {text!r}")
-    return value
 
 
 def add_campaign_options(parser: argparse.ArgumentParser, *, concurrency: int = 50) -> None:
@@ -87,14 +62,14 @@ def add_campaign_options(parser: argparse.ArgumentParser, *, concurrency: int = 
     pace = parser.add_argument_group("pace")
     pace.add_argument(
         "--concurrency",
-        type=_positive_int,
+        type=positive_int,
         default=concurrency,
         metavar="N",
         help="triggers in flight at most (default: %(default)s)",
     )
     pace.add_argument(
         "--rate",
-        type=_positive_float,
+        type=positive_float,
         default=None,
         metavar="PER_SECOND",
         help="calls per second at most (default: as fast as the service allows; "
@@ -102,7 +77,7 @@ def add_campaign_options(parser: argparse.ArgumentParser, *, concurrency: int = 
     )
     pace.add_argument(
         "--max-retries",
-        type=_non_negative_int,
+        type=non_negative_int,
         default=None,
         metavar="N",
         help="retries of a trigger that provably did not reach the service "
@@ -110,7 +85,7 @@ def add_campaign_options(parser: argparse.ArgumentParser, *, concurrency: int = 
     )
     parser.add_argument(
         "--progress-interval",
-        type=_positive_float,
+        type=positive_float,
         default=5.0,
         metavar="SECONDS",
         help="seconds between two progress lines when the output is not a terminal "
@@ -162,7 +137,7 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
     )
     follow.add_argument(
         "--poll-interval",
-        type=_positive_float,
+        type=positive_float,
         default=2.0,
         metavar="SECONDS",
         help="shortest time between two status reads of a call (default: %(default)s)",
@@ -219,35 +194,13 @@ def _calling_hours(args: argparse.Namespace) -> CallingHours | None:
         raise CommandError(f"--calling-hours: {exc}", field="--calling-hours") from None
 
 
-def _make_client(args: argparse.Namespace) -> VoiceHubClient:
-    """A client from the environment, with a connection pool as large as the concurrency."""
-    from voicehub_async.client import VoiceHubClient
-
-    key = os.environ.get(API_KEY_ENV, "").strip()
-    if not key:
-        raise CommandError(
-            f"no API key: set the {API_KEY_ENV} environment variable", kind="configuration"
-        )
-    base_url = args.base_url or os.environ.get(BASE_URL_ENV) or None
-    try:
-        return VoiceHubClient(
-            key,
-            base_url=base_url,
-            timeout=args.timeout,
-            default_region=args.default_region,
-            max_connections=max(100, args.concurrency),
-        )
-    except ValueError as exc:
-        raise CommandError(str(exc), kind="configuration") from None
-
-
 def _campaign_command(args: argparse.Namespace) -> Any:
     hours = _calling_hours(args)
     if not args.contacts.is_file():
         raise CommandError(
             f"no contacts file {args.contacts}", kind="invalid_input", field="CONTACTS"
         )
-    client = _make_client(args)
+    client = make_client(args, max_connections=max(100, args.concurrency))
     return _run(args, client, hours)
 
 

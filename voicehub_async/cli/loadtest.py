@@ -29,6 +29,8 @@ from ._common import (
     add_client_arguments,
     make_client,
     make_console,
+    positive_float,
+    positive_int,
     print_fields,
     print_json,
 )
@@ -88,7 +90,7 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
     load.add_argument("--duration", metavar="TIME", help="how long --rate lasts, e.g. 90s or 2m")
     load.add_argument(
         "--max-live",
-        type=_positive_int,
+        type=positive_int,
         default=500,
         metavar="N",
         help="ceiling of calls live at once; a call due at the ceiling is dropped and counted "
@@ -148,7 +150,7 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
     )
     sim.add_argument(
         "--time-scale",
-        type=_positive_float,
+        type=positive_float,
         metavar="X",
         help="with --simulate: simulated seconds per real second, for the calls and the ramp "
         "alike (default: 10)",
@@ -160,24 +162,6 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
     parser.set_defaults(handler=run_loadtest)
 
 
-def _positive_int(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"not a whole number: {text!r}") from None
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"must be at least 1, got {text!r}")
-    return value
-
-
-def _positive_float(text: str) -> float:
-    try:
-        value = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"not a number: {text!r}") from None
-    if not value > 0:
-        raise argparse.ArgumentTypeError(f"must be a positive number, got {text!r}")
-    return value
 
 
 def _port(text: str) -> int:
