@@ -661,3 +661,18 @@ async def test_waiting_for_a_pooled_connection_is_not_ambiguous(
     assert not info.value.sent
     assert "getting a connection" in str(info.value)
     assert len(sim.triggers) == 1  # only the first trigger
+
+
+@pytest.mark.parametrize(
+    "call_id", [None, "", "  ", {"nested": "id"}, ["id"], True], ids=repr
+)
+async def test_trigger_answer_without_a_usable_call_id_is_ambiguous(
+    client: VoiceHubClient, sim: SimulatorThread, call_id: Any
+) -> None:
+    # {"id": null, "status": "Queued"} is not a readable call: its id would be
+    # stored and polled as "None" (or "", which breaks tracking on resume).
+    sim.inject(Fault.status(200, {"id": call_id, "status": "Queued"}), endpoint="trigger")
+    with pytest.raises(AmbiguousTriggerError) as info:
+        await client.trigger_call(TO, AGENT)
+    assert isinstance(info.value.cause, UnexpectedResponseError)
+    assert len(sim.triggers) == 1

@@ -673,3 +673,50 @@ def test_stats_snapshot_is_a_frozen_value() -> None:
     assert stats.counts["queued"] == 1 and stats.counts["invalid"] == 1
     with pytest.raises(AttributeError):
         stats.queued = 5  # type: ignore[misc]
+
+
+async def test_a_worker_cut_off_in_on_result_leaves_no_taken_input_without_a_result(
+    sim_factory: Callable[..., SimulatorThread],
+) -> None:
+    # One worker reads a batch of inputs at once; cancelling it (drain timeout)
+    # while its async on_result hook runs must not drop the inputs it had read.
+    sim = sim_factory()
+    hold = asyncio.Event()
+
+    async def on_result(result: DispatchResult) -> None:
+        if result.index == 0:
+            await hold.wait()  # never set: the drain timeout cuts it off
+
+    async with client_for(sim) as client:
+        dispatcher = client.dispatch(list(requests(10)), concurrency=1, on_result=on_result)
+        iterator = aiter(dispatcher)
+        first = asyncio.ensure_future(anext(iterator))
+        assert await wait_until(lambda: dispatcher.stats.completed >= 1)
+        await dispatcher.aclose(drain_timeout=0.05)
+        results = [await first] + [r async for r in iterator]
+    assert dispatcher.stats.taken == 10
+    assert sorted(r.index for r in results) == list(range(10))
+    outcomes = [r.outcome for r in sorted(results, key=lambda r: r.index)]
+    assert outcomes == ["queued"] + ["not_sent"] * 9
+    assert sim.trigger_count == 1
+
+
+async def test_opt_in_resend_after_an_ambiguous_attempt_reports_that_attempt(
+    sim_factory: Callable[..., SimulatorThread],
+) -> None:
+    # Attempt 1 creates the call and drops the connection (ambiguous); the user
+    # opted in to re-sending, and attempt 2 is refused with a 503. The row may
+    # still have been placed by attempt 1: ambiguous, reported with that error.
+    sim = sim_factory()
+    sim.inject(Fault.reset(create=True), endpoint="trigger")
+    sim.inject(Fault.status(503, headers={"Retry-After": "0"}), endpoint="trigger")
+    policy = RetryPolicy(
+        max_retries=1, backoff_base=0.01, backoff_max=0.1, retry_ambiguous_triggers=True
+    )
+    async with client_for(sim, retry_policy=policy) as client:
+        results = [r async for r in client.dispatch(requests(1), concurrency=1)]
+    [result] = results
+    assert result.outcome == "ambiguous"
+    assert isinstance(result.error, AmbiguousTriggerError)
+    assert result.error.attempts == result.attempts == 2
+    assert sim.calls_placed_to(number(0)) == 1

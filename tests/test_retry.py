@@ -349,3 +349,15 @@ def test_parse_retry_after_delta_seconds_round_trip(seconds: float) -> None:
 def test_every_error_is_a_voicehub_error() -> None:
     for make in [*SAFE_FOR_TRIGGER, *AMBIGUOUS, *FINAL]:
         assert isinstance(make(), VoiceHubError)
+
+
+@pytest.mark.parametrize("last", [lambda: status(503), connect_failed, lambda: status(400)])
+async def test_opt_in_retry_after_an_ambiguous_attempt_stays_ambiguous(last: Any) -> None:
+    # Attempt 1 may have placed the call; the re-sent attempt 2 then fails
+    # safely. The trigger as a whole is still ambiguous, not "not placed".
+    script = Script([read_timeout(), last()])
+    policy = RetryPolicy(max_retries=1, retry_ambiguous_triggers=True)
+    with pytest.raises(AmbiguousTriggerError) as info:
+        await policy.call(script, trigger=True, sleep=Sleeps())
+    assert info.value.attempts == 2
+    assert script.numbers == [1, 2]

@@ -618,6 +618,13 @@ class VoiceHubClient:
             raise UnexpectedResponseError(
                 200, f"the answer is not a call ({exc})", json.dumps(data)[:500]
             ) from None
+        raw_id = data["id"]
+        if isinstance(raw_id, bool) or not isinstance(raw_id, (str, int)) or not call.id.strip():
+            # Not a call that can be followed (an id "None" or ""): for a
+            # trigger, ambiguous like any other answer without a readable call.
+            raise UnexpectedResponseError(
+                200, f"the answer's call id {raw_id!r} is unusable", json.dumps(data)[:500]
+            )
         if attempts != 1:
             call = attrs.evolve(call, attempts=attempts)
         return call

@@ -545,6 +545,14 @@ class Dispatcher:
             self._workers.append(worker)
 
     def _finish(self) -> None:
+        # Inputs read ahead but left by workers cut off mid-way (cancelled
+        # in on_result, say) still get their one result: never sent.
+        pending = self._pending
+        while pending:
+            index, raw, _, invalid = pending.popleft()
+            outcome: Outcome = "invalid" if invalid is not None else "not_sent"
+            self._stats.counts[outcome] += 1
+            self._channel.push(DispatchResult(index, raw, None, invalid, outcome, 0, 0.0))
         self._stats.finish()
         self._channel.close()
 
@@ -710,7 +718,9 @@ class Dispatcher:
         on_sending = self._on_sending
         attempts = 0
         last_error: Exception | None = None
-        maybe_placed = False
+        # The first error that may have placed the call: once set, this
+        # input can only end ambiguous, and is reported with this error.
+        placed_by: AmbiguousTriggerError | None = None
         while True:
             if pacer.gated:
                 worker.cancellable = True
@@ -718,22 +728,22 @@ class Dispatcher:
                     await pacer.wait_turn()
                 except asyncio.CancelledError:
                     self.stop()
-                    return self._unsent(index, raw, last_error, attempts, started, maybe_placed)
+                    return self._unsent(index, raw, last_error, attempts, started, placed_by)
                 finally:
                     worker.cancellable = False
             if self._stopping:
-                return self._unsent(index, raw, last_error, attempts, started, maybe_placed)
+                return self._unsent(index, raw, last_error, attempts, started, placed_by)
             if on_sending is not None:
                 try:
                     await _call_hook(on_sending(index, prepared))
                 except asyncio.CancelledError:
                     self.stop()
-                    return self._unsent(index, raw, last_error, attempts, started, maybe_placed)
+                    return self._unsent(index, raw, last_error, attempts, started, placed_by)
                 except Exception as exc:
                     self._fail(exc)
-                    return self._unsent(index, raw, exc, attempts, started, maybe_placed)
+                    return self._unsent(index, raw, exc, attempts, started, placed_by)
                 if self._stopping:
-                    return self._unsent(index, raw, last_error, attempts, started, maybe_placed)
+                    return self._unsent(index, raw, last_error, attempts, started, placed_by)
 
             attempts += 1
             if attempts > 1:
@@ -775,9 +785,9 @@ class Dispatcher:
                 stats.in_flight -= 1
 
             # The attempt failed; the client's policy decides what next.
-            ambiguous = isinstance(error, AmbiguousTriggerError)
             cause = error.cause if isinstance(error, AmbiguousTriggerError) else error
-            maybe_placed = maybe_placed or ambiguous
+            if placed_by is None and isinstance(error, AmbiguousTriggerError):
+                placed_by = error
             limited = isinstance(cause, APIStatusError) and cause.status == 429
             retry = attempts <= self._max_retries and self._policy.should_retry(cause, trigger=True)
             delay = self._retry_delay(cause, attempts) if retry or limited else 0.0
@@ -795,18 +805,24 @@ class Dispatcher:
             if not retry:
                 error.attempts = attempts
                 cause.attempts = attempts
-                final: Outcome = "ambiguous" if maybe_placed else "failed"
-                return DispatchResult(index, raw, None, error, final, attempts, clock() - started)
+                if placed_by is not None:
+                    placed_by.attempts = attempts
+                    return DispatchResult(
+                        index, raw, None, placed_by, "ambiguous", attempts, clock() - started
+                    )
+                return DispatchResult(
+                    index, raw, None, error, "failed", attempts, clock() - started
+                )
             last_error = error
             if self._stopping:
-                return self._unsent(index, raw, last_error, attempts, started, maybe_placed)
+                return self._unsent(index, raw, last_error, attempts, started, placed_by)
             if not limited:  # a 429 waits in pacer.wait_turn(), with everybody
                 worker.cancellable = True
                 try:
                     await self._sleep(delay)
                 except asyncio.CancelledError:
                     self.stop()
-                    return self._unsent(index, raw, last_error, attempts, started, maybe_placed)
+                    return self._unsent(index, raw, last_error, attempts, started, placed_by)
                 finally:
                     worker.cancellable = False
 
@@ -817,13 +833,23 @@ class Dispatcher:
         error: Exception | None,
         attempts: int,
         started: float,
-        maybe_placed: bool,
+        placed_by: AmbiguousTriggerError | None,
     ) -> DispatchResult:
-        """The result of an input the dispatch stopped before (re)sending."""
-        outcome: Outcome = "ambiguous" if maybe_placed else "not_sent"
+        """The result of an input the dispatch stopped before (re)sending.
+
+        ``not_sent``, unless an earlier attempt may have placed the call
+        (``placed_by``): then ``ambiguous``, reported with that attempt's error.
+        """
+        if placed_by is not None:
+            placed_by.attempts = attempts
+            return DispatchResult(
+                index, raw, None, placed_by, "ambiguous", attempts, self._clock() - started
+            )
         if isinstance(error, VoiceHubError) and attempts:
             error.attempts = attempts
-        return DispatchResult(index, raw, None, error, outcome, attempts, self._clock() - started)
+        return DispatchResult(
+            index, raw, None, error, "not_sent", attempts, self._clock() - started
+        )
 
     def _retry_delay(self, error: VoiceHubError, attempt: int) -> float:
         """Seconds to wait before retrying after ``error``, per the client's policy."""

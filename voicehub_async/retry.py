@@ -179,6 +179,11 @@ class RetryPolicy:
             if retries <= 0 or not self.should_retry(error, trigger=trigger):
                 _raise_final(error, 1, trigger)
             first_error = error
+        # Under opt-in, an attempt after an ambiguous one may fail safely
+        # (503, no connection): the trigger as a whole stays ambiguous.
+        placed_by: VoiceHubError | None = (
+            first_error if trigger and is_ambiguous_trigger_failure(first_error) else None
+        )
 
         retrying = tenacity.AsyncRetrying(
             stop=tenacity.stop_after_attempt(retries + 1),
@@ -196,15 +201,26 @@ class RetryPolicy:
                         # Replay the failure already seen, so that tenacity's
                         # numbering, waits and stop count match the real attempts.
                         raise first_error
-                    return await attempt(number)
+                    try:
+                        return await attempt(number)
+                    except VoiceHubError as error:
+                        if placed_by is None and trigger and is_ambiguous_trigger_failure(error):
+                            placed_by = error
+                        raise
         except VoiceHubError as error:
-            _raise_final(error, number, trigger)
+            _raise_final(error, number, trigger, placed_by)
         raise AssertionError("unreachable: tenacity ended without an outcome")  # pragma: no cover
 
 
-def _raise_final(error: VoiceHubError, attempts: int, trigger: bool) -> NoReturn:
-    """Raise the error that ends an operation, with ``attempts`` set on it."""
+def _raise_final(
+    error: VoiceHubError, attempts: int, trigger: bool, placed_by: VoiceHubError | None = None
+) -> NoReturn:
+    """Raise the error that ends an operation, with ``attempts`` set on it;
+    ``placed_by`` is an earlier attempt's error that may have placed the call."""
     error.attempts = attempts
     if trigger and is_ambiguous_trigger_failure(error):
         raise AmbiguousTriggerError(error, attempts=attempts) from error
+    if placed_by is not None:
+        placed_by.attempts = attempts
+        raise AmbiguousTriggerError(placed_by, attempts=attempts) from error
     raise error
