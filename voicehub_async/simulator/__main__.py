@@ -12,6 +12,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
+import os
 import signal
 import sys
 from collections.abc import Sequence
@@ -126,6 +127,16 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         help="keep only counters, not a log entry per trigger (long benchmarks)",
     )
 
+    group = parser.add_argument_group("webhooks")
+    group.add_argument(
+        "--webhook-url",
+        default=None,
+        metavar="URL",
+        help="POST each call's webhook events here (secret from $VOICEHUB_WEBHOOK_SECRET)",
+    )
+    group.add_argument("--webhook-repeat-rate", type=float, default=0.0, metavar="P")
+    group.add_argument("--webhook-reorder-rate", type=float, default=0.0, metavar="P")
+
 
 def config_from_args(args: argparse.Namespace) -> SimulatorConfig:
     """Build the configuration the parsed options describe (ValueError if invalid)."""
@@ -157,6 +168,11 @@ def config_from_args(args: argparse.Namespace) -> SimulatorConfig:
         recording_size=args.recording_size,
         owned_numbers=None if args.owned_number is None else frozenset(args.owned_number),
         record_triggers=not args.no_record_triggers,
+        webhook_url=args.webhook_url,
+        # From the environment, not a flag, so it does not show in `ps`.
+        webhook_secret=os.environ.get("VOICEHUB_WEBHOOK_SECRET") if args.webhook_url else None,
+        webhook_repeat_rate=args.webhook_repeat_rate,
+        webhook_reorder_rate=args.webhook_reorder_rate,
     )
 
 
