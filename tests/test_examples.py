@@ -272,8 +272,9 @@ async def test_aiohttp_cancelled_request_still_records_its_call(
     app = aiohttp_module.create_app(_settings(aiohttp_module, sim))
     async with TestClient(TestServer(app)) as client:
         hub = app[aiohttp_module.VOICEHUB]
-        # The call is created at once, but its answer is held back 0.5 s.
-        sim.inject(Fault.delay(0.5, create=True), endpoint="trigger")
+        # The call is created at once, but its answer is held back 1.5 s: time
+        # enough, even on a loaded machine, to cancel the handler before it.
+        sim.inject(Fault.delay(1.5, create=True), endpoint="trigger")
         request = aiohttp_module.CallRequest(to=NUMBER, agent_id="agent-1")
         handler = asyncio.create_task(hub.place_call(request))
         await _wait_for(_async(lambda: sim.calls_placed_to(NUMBER) == 1))
@@ -328,13 +329,16 @@ async def test_sdk_cancelled_trigger_raises_and_is_never_resent(
     from voicehub_async import VoiceHubClient
 
     sim = voicehub_simulator_factory(SLOW)
-    sim.inject(Fault.delay(0.3, create=True), endpoint="trigger")
+    # Held back long enough to cancel the task before the answer, even on a
+    # loaded machine.
+    sim.inject(Fault.delay(1.5, create=True), endpoint="trigger")
     async with VoiceHubClient(sim.api_key, base_url=sim.base_url) as client:
         trigger = asyncio.create_task(client.trigger_call(NUMBER, "agent-1"))
         await _wait_for(_async(lambda: sim.calls_placed_to(NUMBER) == 1))
         trigger.cancel()
         with pytest.raises(asyncio.CancelledError):
             await trigger
-        await asyncio.sleep(0.5)  # longer than the held-back answer: no second attempt
+        # Until the held-back answer is over on the server: no second attempt.
+        await _wait_for(_async(lambda: not sim.simulator._sleepers))
     assert sim.trigger_count == 1
     assert sim.calls_placed_to(NUMBER) == 1

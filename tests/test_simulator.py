@@ -501,9 +501,10 @@ async def test_reset_on_status_is_seen_through_aiohttp_retry(
 async def test_delay_after_create_times_the_client_out(
     sim: Simulator, session: aiohttp.ClientSession
 ) -> None:
-    sim.inject(Fault.delay(5.0), endpoint="trigger")
+    sim.inject(Fault.delay(30.0), endpoint="trigger")  # stopping the simulator cuts it short
+    # The client gives up long after the request is in, far before the answer.
     with pytest.raises(asyncio.TimeoutError):
-        await trigger(session, sim, timeout=aiohttp.ClientTimeout(total=0.2))
+        await trigger(session, sim, timeout=aiohttp.ClientTimeout(total=1.0))
     [record] = sim.triggers
     assert record.created and record.call_id in sim.calls
 
@@ -511,10 +512,16 @@ async def test_delay_after_create_times_the_client_out(
 async def test_delay_before_create_drops_the_request_if_the_client_left(
     sim: Simulator, session: aiohttp.ClientSession
 ) -> None:
-    sim.inject(Fault.delay(0.4, create=False), endpoint="trigger")
+    sim.inject(Fault.delay(1.5, create=False), endpoint="trigger")
+    # Time enough for the request to arrive even on a loaded machine; far
+    # less than the delay.
     with pytest.raises(asyncio.TimeoutError):
-        await trigger(session, sim, timeout=aiohttp.ClientTimeout(total=0.1))
-    await asyncio.sleep(0.6)  # let the held-back request come to its end
+        await trigger(session, sim, timeout=aiohttp.ClientTimeout(total=0.5))
+    for _ in range(1000):  # let the held-back request come to its end (10 s at most)
+        if not sim._sleepers:
+            break
+        await asyncio.sleep(0.01)
+    assert not sim._sleepers
     [record] = sim.triggers
     assert not record.created and record.answered_status is None and sim.calls == {}
 
@@ -588,9 +595,11 @@ async def test_random_faults_at_rate_one(
 
 
 async def test_random_slow_answer_creates_the_call(session: aiohttp.ClientSession) -> None:
-    async with Simulator(SimulatorConfig(faults=FaultConfig(slow_rate=1.0, slow_delay=5.0))) as sim:
+    async with Simulator(
+        SimulatorConfig(faults=FaultConfig(slow_rate=1.0, slow_delay=30.0))
+    ) as sim:  # the slow answer is cut short by stopping the simulator
         with pytest.raises(asyncio.TimeoutError):
-            await trigger(session, sim, timeout=aiohttp.ClientTimeout(total=0.2))
+            await trigger(session, sim, timeout=aiohttp.ClientTimeout(total=1.0))
         assert sim.created_count == 1
 
 

@@ -27,7 +27,7 @@ import csv
 import hashlib
 import io
 import json
-from collections.abc import Iterator, Mapping
+from collections.abc import Generator, Iterator, Mapping
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any, Final, Literal
@@ -162,7 +162,7 @@ def read_contacts(path: str | Path, format: ContactsFormat | None = None) -> Ite
         raise _unreadable(path, exc) from None
     if kind == "csv":
         return _read_csv(stream, path)
-    return _read_jsonl(stream)
+    return _OwnedRows(_read_jsonl(stream), stream)
 
 
 def _read_csv(stream: io.TextIOBase, path: str | Path) -> Iterator[ContactRow]:
@@ -187,12 +187,39 @@ def _read_csv(stream: io.TextIOBase, path: str | Path) -> Iterator[ContactRow]:
             f"the contacts file {path} has no 'to' column (its header is "
             f"{','.join(header)}); the first row must name the columns, one of them 'to'"
         )
-    return _csv_rows(stream, reader, header, path)
+    return _OwnedRows(_csv_rows(stream, reader, header, path), stream)
+
+
+class _OwnedRows:
+    """Rows read from an open file; :meth:`close` closes the file, read or not.
+
+    A generator's ``with stream:`` only runs once iteration starts, so closing
+    one that was never started (a campaign refusing its journal before the
+    first row) would leave the file to the garbage collector.
+    """
+
+    __slots__ = ("_rows", "_stream")
+
+    def __init__(self, rows: Generator[ContactRow, None, None], stream: io.TextIOBase) -> None:
+        self._rows = rows
+        self._stream = stream
+
+    def __iter__(self) -> _OwnedRows:
+        return self
+
+    def __next__(self) -> ContactRow:
+        return next(self._rows)
+
+    def close(self) -> None:
+        try:
+            self._rows.close()
+        finally:
+            self._stream.close()
 
 
 def _csv_rows(
     stream: io.TextIOBase, reader: Iterator[list[str]], header: list[str], path: str | Path
-) -> Iterator[ContactRow]:
+) -> Generator[ContactRow, None, None]:
     width = len(header)
     row = 0
     with stream:
@@ -219,7 +246,7 @@ def _csv_rows(
             raise ContactsError(f"{path}: not UTF-8 text after row {row}: {exc.reason}") from None
 
 
-def _read_jsonl(stream: io.TextIOBase) -> Iterator[ContactRow]:
+def _read_jsonl(stream: io.TextIOBase) -> Generator[ContactRow, None, None]:
     with stream:
         row = 0
         for line in stream:
