@@ -9,9 +9,10 @@
 How it works, and why:
 
 * A fixed pool of ``concurrency`` worker tasks pulls inputs straight from the
-  caller's iterable (or async iterable) one at a time, so a generator of a
-  million rows is read lazily: at most one input per worker is held, plus the
-  results waiting for the consumer in a bounded buffer. No task is created
+  caller's iterable (or async iterable), so a generator of a million rows is
+  read lazily: what is held is bounded (the inputs in flight, a small batch
+  read and validated ahead, and the results waiting for the consumer in a
+  bounded buffer), whatever the number of rows. No task is created
   per request, and a slow consumer slows the workers down (backpressure).
 * Each input is validated once (``client.prepare``) before anything is sent;
   a bad row becomes an ``invalid`` result naming the field, and the rest goes
