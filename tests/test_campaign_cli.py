@@ -134,6 +134,20 @@ def test_a_file_without_a_to_column(
     assert code == 2 and "no contacts file" in err
 
 
+def test_no_agent_anywhere_is_refused_before_the_journal(
+    sim: SimulatorThread, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    source = contacts(tmp_path, 2)
+    journal = tmp_path / "run.db"
+    code, _, err = run(capsys, "campaign", str(source), "--journal", str(journal))
+    assert code == 2 and "give --agent" in err
+    assert sim.trigger_count == 0 and not journal.exists()
+    # an agent_id column is enough
+    source.write_text("to,Agent ID\n+14155550100,a1\n")
+    code, _, _ = run(capsys, "campaign", str(source), "--journal", str(journal), "--no-poll")
+    assert code == 0 and sim.trigger_count == 1
+
+
 def test_a_refused_key_stops_the_campaign(
     sim: SimulatorThread,
     tmp_path: Path,

@@ -204,7 +204,8 @@ def normalize_number(value: Any, field: str, default_region: str | None = None) 
         elif no_country:
             reason = (
                 "no country code; write it as +<country code><number>, "
-                "or give the client a default_region such as 'US'"
+                "or set a default region such as 'US' (the client's default_region, "
+                "or --default-region on the command line)"
             )
         else:
             reason = f"not a phone number ({exc._msg})"
@@ -244,7 +245,11 @@ def _check_scheduled_at(when: Any, now: datetime) -> datetime | None:
     # The API takes minutes and refuses the past: a time inside the current
     # minute would be truncated into the past, so require the next minute.
     if when < now + timedelta(seconds=1) or format_scheduled_at(when) <= format_scheduled_at(now):
-        raise InvalidRequestError("scheduled_at", when, "must be in the future (UTC minutes)")
+        raise InvalidRequestError(
+            "scheduled_at",
+            when,
+            "must be in the future, in a later minute than now (the API schedules to the minute)",
+        )
     return when
 
 

@@ -47,7 +47,7 @@ def plain_line(p: CampaignProgress) -> str:
     return (
         f"campaign [{format_duration(p.elapsed)}] {p.phase}: rows {_of_total(p)}, "
         f"sent {p.sent}, queued {p.queued}, in progress {p.in_progress}, "
-        f"completed {p.completed}, failed {p.failed} "
+        f"completed {p.completed}, not completed {p.failed} "
         f"(invalid {p.invalid}, ambiguous {p.ambiguous}), retries {p.retries}, "
         f"{p.rate:.1f} calls/s, ETA {format_duration(p.eta) if p.phase == 'dialing' else '-'}"
     )
@@ -73,7 +73,7 @@ def _panel(p: CampaignProgress) -> RenderableType:
         ("queued ", "bold"), str(p.queued), "  ",
         ("in progress ", "bold cyan"), str(p.in_progress), "  ",
         ("completed ", "bold green"), str(p.completed), "  ",
-        ("failed ", "bold red"), str(p.failed),
+        ("not completed ", "bold red"), str(p.failed),
     )  # fmt: skip
     details = Text(
         f"invalid {p.invalid}  ambiguous {p.ambiguous}  retries {p.retries}  "

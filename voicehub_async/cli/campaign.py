@@ -194,12 +194,38 @@ def _calling_hours(args: argparse.Namespace) -> CallingHours | None:
         raise CommandError(f"--calling-hours: {exc}", field="--calling-hours") from None
 
 
+def _check_agent(args: argparse.Namespace) -> None:
+    """Without --agent every row needs its own agent: refuse a CSV file with no
+    agent_id column now, rather than let the journal record every row invalid
+    (and then refuse a second run that adds --agent)."""
+    if args.agent is not None:
+        return
+    import csv
+
+    from voicehub_async.campaign.contacts import ContactsError, _normalise_name, detect_format
+
+    try:
+        if (args.format or detect_format(args.contacts)) != "csv":
+            return
+        with open(args.contacts, encoding="utf-8-sig", newline="") as stream:
+            cells = (row for row in csv.reader(stream) if any(c.strip() for c in row))
+            header = next(cells, [])
+    except (OSError, csv.Error, UnicodeDecodeError, ContactsError):
+        return  # the campaign itself reports an unreadable file
+    if header and "agent_id" not in {_normalise_name(cell) for cell in header}:
+        raise CommandError(
+            f"no agent: give --agent AGENT_ID, or an 'agent_id' column in {args.contacts}",
+            field="--agent",
+        )
+
+
 def _campaign_command(args: argparse.Namespace) -> Any:
     hours = _calling_hours(args)
     if not args.contacts.is_file():
         raise CommandError(
             f"no contacts file {args.contacts}", kind="invalid_input", field="CONTACTS"
         )
+    _check_agent(args)
     client = make_client(args, max_connections=max(100, args.concurrency))
     return _run(args, client, hours)
 

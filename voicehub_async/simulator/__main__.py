@@ -99,10 +99,31 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         metavar="PER_SECOND",
         help="requests per second per API key before answering 429",
     )
-    group.add_argument("--rate-limit-burst", type=int, default=None)
-    for name in ("error-500", "error-503", "reset-before-create", "reset-after-create", "slow"):
-        group.add_argument(f"--{name}-rate", type=float, default=0.0, metavar="P")
-    group.add_argument("--slow-delay", type=float, default=faults.slow_delay, metavar="SECONDS")
+    group.add_argument(
+        "--rate-limit-burst",
+        type=int,
+        default=None,
+        metavar="N",
+        help="requests allowed at once before --rate-limit applies (default: one second's worth)",
+    )
+    fault_help = {
+        "error-500": "share of requests answered 500",
+        "error-503": "share of requests answered 503",
+        "reset-before-create": "share of requests reset before being handled",
+        "reset-after-create": "share of requests reset after being handled (a call is placed)",
+        "slow": "share of requests answered only after --slow-delay",
+    }
+    for name, text in fault_help.items():
+        group.add_argument(
+            f"--{name}-rate", type=float, default=0.0, metavar="P", help=f"{text} (0 to 1)"
+        )
+    group.add_argument(
+        "--slow-delay",
+        type=float,
+        default=faults.slow_delay,
+        metavar="SECONDS",
+        help="real seconds a slow answer takes (default: %(default)s)",
+    )
     group.add_argument(
         "--fault-endpoint",
         action="append",
@@ -112,8 +133,19 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     )
 
     group = parser.add_argument_group("answers")
-    group.add_argument("--recordings-shape", choices=("object", "list", "string"), default="object")
-    group.add_argument("--recording-size", type=int, default=defaults.recording_size)
+    group.add_argument(
+        "--recordings-shape",
+        choices=("object", "list", "string"),
+        default="object",
+        help="shape of the (undocumented) recordings answer (default: %(default)s)",
+    )
+    group.add_argument(
+        "--recording-size",
+        type=int,
+        default=defaults.recording_size,
+        metavar="BYTES",
+        help="size of each served recording file (default: %(default)s)",
+    )
     group.add_argument(
         "--owned-number",
         action="append",
@@ -134,8 +166,20 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         metavar="URL",
         help="POST each call's webhook events here (secret from $VOICEHUB_WEBHOOK_SECRET)",
     )
-    group.add_argument("--webhook-repeat-rate", type=float, default=0.0, metavar="P")
-    group.add_argument("--webhook-reorder-rate", type=float, default=0.0, metavar="P")
+    group.add_argument(
+        "--webhook-repeat-rate",
+        type=float,
+        default=0.0,
+        metavar="P",
+        help="share of webhook events delivered twice (0 to 1)",
+    )
+    group.add_argument(
+        "--webhook-reorder-rate",
+        type=float,
+        default=0.0,
+        metavar="P",
+        help="share of webhook events delivered after the next one (0 to 1)",
+    )
 
 
 def config_from_args(args: argparse.Namespace) -> SimulatorConfig:
