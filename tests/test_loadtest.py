@@ -472,6 +472,8 @@ def test_cli_simulate_defaults_finish_quickly_with_a_report(
     assert code == 0, err
     assert wall < 60, f"the simulated two-minute ramp took {wall:.1f} s of wall time"
     assert "Load test of agent-loadtest: 0:1/s,60:10/s,120:10/s" in out
+    # Not a terminal: plain progress lines instead of a bar (and not silence).
+    assert "loadtest ramp: due " in err and "placed " in err
     figures = json.loads((tmp_path / "report.json").read_text())
     assert figures["info"]["ramp_seconds"] == 120
     assert figures["due"] == 930

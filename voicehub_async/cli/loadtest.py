@@ -18,6 +18,7 @@ import contextlib
 import os
 import secrets
 import signal
+import sys
 import threading
 from collections.abc import Iterator
 from pathlib import Path
@@ -47,6 +48,8 @@ if TYPE_CHECKING:
 __all__ = ["register"]
 
 WEBHOOK_SECRET_ENV: Final = "VOICEHUB_WEBHOOK_SECRET"
+#: Real seconds between two plain progress lines when stderr is not a terminal.
+_PLAIN_INTERVAL: Final = 5.0
 #: Real seconds between two refreshes of the progress bar.
 _REFRESH: Final = 0.25
 
@@ -425,12 +428,38 @@ def _stop_on_interrupt(test: LoadTest, console: Console | None) -> Iterator[None
         loop.remove_signal_handler(signal.SIGINT)
 
 
+def _status_line(test: LoadTest) -> str:
+    p = test.progress()
+    return (
+        f"live {p.live}  placed {p.placed}  ended {p.ended}"
+        + (f"  dropped {p.dropped}" if p.dropped else "")
+        + (f"  not placed {p.not_placed}" if p.not_placed else "")
+    )
+
+
 async def _with_progress(test: LoadTest, *, show: bool) -> LoadTestResult:
+    """Run ``test`` with a progress bar on a terminal, plain lines elsewhere.
+
+    A CI log or a redirected stderr gets a line every few seconds instead of
+    minutes of silence.
+    """
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn
 
     console = make_console(stderr=True)
-    if not show or not console.is_terminal:
+    if not show:
         return await test.run()
+    run = asyncio.ensure_future(test.run())
+    if not console.is_terminal:
+        while not run.done():
+            await asyncio.wait({run}, timeout=_PLAIN_INTERVAL)
+            p = test.progress()
+            phase = "ramp" if p.placing else "finishing"
+            print(
+                f"loadtest {phase}: due {p.due}/{test.total_calls}  {_status_line(test)}",
+                file=sys.stderr,
+                flush=True,
+            )
+        return run.result()
     progress = Progress(
         TextColumn("{task.description}"),
         BarColumn(),
@@ -439,7 +468,6 @@ async def _with_progress(test: LoadTest, *, show: bool) -> LoadTestResult:
         console=console,
         transient=True,
     )
-    run = asyncio.ensure_future(test.run())
     with progress:
         bar = progress.add_task("ramp", total=test.total_calls, status="")
         while not run.done():
@@ -449,9 +477,7 @@ async def _with_progress(test: LoadTest, *, show: bool) -> LoadTestResult:
                 bar,
                 completed=p.due,
                 description="ramp" if p.placing else "finishing",
-                status=f"live {p.live}  placed {p.placed}  ended {p.ended}"
-                + (f"  dropped {p.dropped}" if p.dropped else "")
-                + (f"  not placed {p.not_placed}" if p.not_placed else ""),
+                status=_status_line(test),
             )
     return run.result()
 
