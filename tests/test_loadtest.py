@@ -561,6 +561,7 @@ def test_cli_dry_run_needs_no_key(capsys: pytest.CaptureFixture[str], tmp_path: 
           "5"], "only applies with --simulate"),
         (["--agent", "a1", "--numbers", "BAD", "--rate", "1/s", "--duration", "9"], "line 2"),
         (["--simulate", "--report", "/no/such/folder/r.html"], "no such folder"),
+        (["--simulate", "--report", "report.pdf"], "name an .html page"),
         (["--agent", "a1", "--numbers", "N", "--rate", "1/s", "--duration", "9",
           "--webhook-port", "8099"], "VOICEHUB_WEBHOOK_SECRET"),
         (["--agent", "a1", "--numbers", "N", "--rate", "1/s", "--duration", "9"],

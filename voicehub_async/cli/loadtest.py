@@ -303,6 +303,12 @@ def run_loadtest(args: argparse.Namespace) -> Any:
 
     config = _config(args)
     if args.report is not None:
+        if args.report.suffix.lower() not in (".html", ".htm", ".json"):
+            raise CommandError(
+                f"--report {args.report}: name an .html page (with its .json figures) "
+                "or a .json file",
+                field="--report",
+            )
         try:
             check_report_support(args.report)
         except ReportUnavailableError as exc:
