@@ -102,6 +102,30 @@ def _error_message(body: bytes, reason: str | None) -> str:
     return reason or "error"
 
 
+def _transport_error(
+    exc: aiohttp.ClientError | asyncio.TimeoutError, method: str, path: str
+) -> APIConnectionError:
+    """The SDK's error for a failure below HTTP, saying whether it was sent.
+
+    ``sent=False`` only where the request provably never left: no connection
+    could be had (refused, DNS, TLS, or no free pooled connection in time).
+    Anything later (a read timeout, a reset, a broken body) may have reached
+    the service, which for a trigger means ambiguous.
+    """
+    if isinstance(exc, aiohttp.ConnectionTimeoutError):
+        return APITimeoutError(f"{method} {path}: timed out getting a connection", sent=False)
+    if isinstance(exc, aiohttp.ClientConnectorError):
+        return APIConnectionError(
+            f"{method} {path}: could not connect to {exc.host}:{exc.port} ({exc.strerror})",
+            sent=False,
+        )
+    if isinstance(exc, asyncio.TimeoutError):  # aiohttp.ServerTimeoutError included
+        return APITimeoutError(f"{method} {path}: no answer in time (read timeout)", sent=True)
+    return APIConnectionError(
+        f"{method} {path}: connection broken after sending ({type(exc).__name__})", sent=True
+    )
+
+
 class VoiceHubClient:
     """An async client for VoiceHub's VoIP Calls API.
 
@@ -242,31 +266,9 @@ class VoiceHubClient:
                     raise error
         except VoiceHubError:
             raise
-        except aiohttp.ConnectionTimeoutError:
+        except (aiohttp.ClientError, asyncio.TimeoutError) as exc:
             raise self._log_failure(
-                APITimeoutError(f"{method} {path}: timed out getting a connection", sent=False),
-                method, path, attempt, loop.time() - started,
-            ) from None
-        except aiohttp.ClientConnectorError as exc:
-            raise self._log_failure(
-                APIConnectionError(
-                    f"{method} {path}: could not connect to {exc.host}:{exc.port} ({exc.strerror})",
-                    sent=False,
-                ),
-                method, path, attempt, loop.time() - started,
-            ) from None
-        except (aiohttp.ServerTimeoutError, asyncio.TimeoutError):
-            raise self._log_failure(
-                APITimeoutError(f"{method} {path}: no answer in time (read timeout)", sent=True),
-                method, path, attempt, loop.time() - started,
-            ) from None
-        except aiohttp.ClientError as exc:
-            raise self._log_failure(
-                APIConnectionError(
-                    f"{method} {path}: connection broken after sending ({type(exc).__name__})",
-                    sent=True,
-                ),
-                method, path, attempt, loop.time() - started,
+                _transport_error(exc, method, path), method, path, attempt, loop.time() - started
             ) from None
         if logger.isEnabledFor(logging.DEBUG):
             self._log(method, path, status, attempt, loop.time() - started)
@@ -544,16 +546,8 @@ class VoiceHubClient:
                             out.write(chunk)
                 except VoiceHubError:
                     raise
-                except aiohttp.ClientConnectorError as exc:
-                    raise APIConnectionError(
-                        f"GET {path}: could not connect to {exc.host}:{exc.port}", sent=False
-                    ) from None
-                except (aiohttp.ServerTimeoutError, asyncio.TimeoutError):
-                    raise APITimeoutError(f"GET {path}: download timed out", sent=True) from None
-                except aiohttp.ClientError as exc:
-                    raise APIConnectionError(
-                        f"GET {path}: download broken ({type(exc).__name__})", sent=True
-                    ) from None
+                except (aiohttp.ClientError, asyncio.TimeoutError) as exc:
+                    raise _transport_error(exc, "GET", path) from None
             os.replace(temp_name, target)
         except BaseException:
             try:
