@@ -165,19 +165,38 @@ def read_contacts(path: str | Path, format: ContactsFormat | None = None) -> Ite
     return _OwnedRows(_read_jsonl(stream), stream)
 
 
+def _read_header(reader: Iterator[list[str]], path: str | Path) -> list[str] | None:
+    """The normalised column names: the first non-blank line (None if none)."""
+    try:
+        for cells in reader:
+            if any(cell.strip() for cell in cells):
+                return [_normalise_name(cell) for cell in cells]
+    except (csv.Error, UnicodeDecodeError) as exc:
+        raise ContactsError(f"{path}: unreadable CSV header: {exc}") from None
+    return None
+
+
+def csv_columns(path: str | Path) -> list[str] | None:
+    """The normalised column names of the CSV file ``path`` (None if it is empty).
+
+    Raises :class:`ContactsError` when it cannot be read.
+    """
+    try:
+        with open(path, encoding="utf-8-sig", newline="") as stream:
+            return _read_header(csv.reader(stream), path)
+    except OSError as exc:
+        raise _unreadable(path, exc) from None
+
+
 def _read_csv(stream: io.TextIOBase, path: str | Path) -> Iterator[ContactRow]:
     """Read the header now (so that a file without ``to`` fails before any
     row is used) and return the generator of the rows."""
     reader = csv.reader(stream)
-    header: list[str] | None = None
     try:
-        for cells in reader:
-            if any(cell.strip() for cell in cells):
-                header = [_normalise_name(cell) for cell in cells]
-                break
-    except (csv.Error, UnicodeDecodeError) as exc:
+        header = _read_header(reader, path)
+    except ContactsError:
         stream.close()
-        raise ContactsError(f"{path}: unreadable CSV header: {exc}") from None
+        raise
     if header is None:
         stream.close()
         return iter(())

@@ -200,19 +200,15 @@ def _check_agent(args: argparse.Namespace) -> None:
     (and then refuse a second run that adds --agent)."""
     if args.agent is not None:
         return
-    import csv
-
-    from voicehub_async.campaign.contacts import ContactsError, _normalise_name, detect_format
+    from voicehub_async.campaign.contacts import ContactsError, csv_columns, detect_format
 
     try:
         if (args.format or detect_format(args.contacts)) != "csv":
             return
-        with open(args.contacts, encoding="utf-8-sig", newline="") as stream:
-            cells = (row for row in csv.reader(stream) if any(c.strip() for c in row))
-            header = next(cells, [])
-    except (OSError, csv.Error, UnicodeDecodeError, ContactsError):
+        header = csv_columns(args.contacts)
+    except ContactsError:
         return  # the campaign itself reports an unreadable file
-    if header and "agent_id" not in {_normalise_name(cell) for cell in header}:
+    if header and "agent_id" not in header:
         raise CommandError(
             f"no agent: give --agent AGENT_ID, or an 'agent_id' column in {args.contacts}",
             field="--agent",
