@@ -16,8 +16,8 @@ import pytest
 
 pytest.importorskip("asyncpg")
 
-from voicehub_async.campaign.journal import JournalError  # noqa: E402
-from voicehub_async.campaign.store.postgres import (  # noqa: E402
+from voicehub_async.campaign.journal import JournalError
+from voicehub_async.campaign.store.postgres import (
     SCHEMA_VERSION,
     SQL_TRIGGERED,
     CampaignExistsError,
@@ -99,7 +99,9 @@ async def test_concurrent_claimers_never_get_the_same_row(
                 got.extend(claim.row for claim in claims)
             return got
 
-        results = await asyncio.gather(*(claimer(s, w) for s, w in zip(stores, workers)))
+        results = await asyncio.gather(
+            *(claimer(s, w) for s, w in zip(stores, workers, strict=True))
+        )
         every = [row for rows in results for row in rows]
         assert sorted(every) == list(range(1, 1501))  # each row claimed exactly once
         assert sum(1 for rows in results if rows) > 1  # they really competed
@@ -121,31 +123,47 @@ async def test_a_dead_workers_rows_are_ambiguous_and_its_calls_adopted(
         # Rows 1 and 2 were placed; rows 3 and 4 were being sent when it died.
         await store.apply(
             [
-                (SQL_TRIGGERED, ("queued", f"call-{c.row}", "Queued", 1, None, now, None, now,
-                                 cid, c.row))  # fmt: skip
+                (
+                    SQL_TRIGGERED,
+                    ("queued", f"call-{c.row}", "Queued", 1, None, now, None, now, cid, c.row),
+                )
                 for c in claims[:2]
             ]
         )
         survivor = await store.register_worker(cid, "lives")
         await asyncio.sleep(1.2)
         lease = await store.renew(
-            cid, survivor, want=1, rate_limited=False, retry_after=1,
-            worker_timeout=1.0, now=time.time(),
-        )  # fmt: skip
+            cid,
+            survivor,
+            want=1,
+            rate_limited=False,
+            retry_after=1,
+            worker_timeout=1.0,
+            now=time.time(),
+        )
         assert not lease.dead and lease.workers == 1
         rows = {r.row: r for r in [r async for r in store.iter_rows(cid)]}
         assert [rows[n].state for n in (1, 2, 3, 4, 5)] == [
-            "queued", "queued", "ambiguous", "ambiguous", "pending",
-        ]  # fmt: skip
+            "queued",
+            "queued",
+            "ambiguous",
+            "ambiguous",
+            "pending",
+        ]
         adopted = await store.adopt(cid, survivor)
         assert sorted(call.call_id for call in adopted) == ["call-1", "call-2"]
         assert await store.adopt(cid, survivor) == []
         # The dead worker can neither claim nor renew any more.
         assert await store.claim(cid, dead, 5, time.time()) == []
         late = await store.renew(
-            cid, dead, want=1, rate_limited=False, retry_after=1, worker_timeout=1.0,
+            cid,
+            dead,
+            want=1,
+            rate_limited=False,
+            retry_after=1,
+            worker_timeout=1.0,
             now=time.time(),
-        )  # fmt: skip
+        )
         assert late.dead
 
 
@@ -160,16 +178,21 @@ async def test_leases_share_the_rate_and_never_grant_more_slots_than_the_cap(
 
         async def renew(worker: str, limited: bool = False) -> tuple[float | None, int | None]:
             lease = await store.renew(
-                cid, worker, want=10, rate_limited=limited, retry_after=0.0,
-                worker_timeout=30.0, now=time.time(),
-            )  # fmt: skip
+                cid,
+                worker,
+                want=10,
+                rate_limited=limited,
+                retry_after=0.0,
+                worker_timeout=30.0,
+                now=time.time(),
+            )
             return lease.rate, lease.spare
 
         leases = [await renew(w) for w in workers]
         assert all(rate == pytest.approx(50 / 3) for rate, _ in leases)
         assert sum(spare or 0 for _, spare in leases) <= 7
         # Spend every grant: the cap is now held by claimed (sending) rows.
-        for worker, (_, spare) in zip(workers, leases):
+        for worker, (_, spare) in zip(workers, leases, strict=True):
             await store.claim(cid, worker, spare or 0, time.time())
         again = [await renew(w) for w in workers]
         live = (await store.counts(cid)).get("sending", 0)
@@ -197,9 +220,17 @@ async def test_workers_against_the_simulator_dial_every_number_once(
     try:
         async with VoiceHubClient(sim.api_key, base_url=sim.base_url) as client:
             workers = [
-                CampaignWorker(client, s, campaign, name=f"w{i}", concurrency=5,
-                               poll_interval=0.2, max_poll_interval=0.5, lease_interval=0.3,
-                               worker_timeout=5.0)  # fmt: skip
+                CampaignWorker(
+                    client,
+                    s,
+                    campaign,
+                    name=f"w{i}",
+                    concurrency=5,
+                    poll_interval=0.2,
+                    max_poll_interval=0.5,
+                    lease_interval=0.3,
+                    worker_timeout=5.0,
+                )
                 for i, s in enumerate(stores)
             ]
             summaries = await asyncio.wait_for(
@@ -218,3 +249,40 @@ async def test_workers_against_the_simulator_dial_every_number_once(
     finally:
         for store in stores:
             await store.close()
+
+
+def test_cli_load_status_results(
+    postgres_url: str, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    import json
+
+    from voicehub_async.cli import main
+
+    source = _contacts(tmp_path / "c.csv", 30, extra="+14155550001,twice\n")
+    store = ["--journal", postgres_url, "--campaign", "cli"]
+    assert main(["campaign", "load", str(source), *store, "--agent", "a", "--json"]) == 0
+    first = json.loads(capsys.readouterr().out)
+    assert first["loaded"] and first["counts"] == {"pending": 30, "duplicate": 1}
+    assert main(["campaign", "load", str(source), *store, "--agent", "a", "--json"]) == 0
+    assert json.loads(capsys.readouterr().out)["loaded"] is False
+    assert main(["campaign", "status", *store, "--json"]) == 0
+    status = json.loads(capsys.readouterr().out)
+    assert status["total"] == 31 and status["workers"] == []
+    out = tmp_path / "results.csv"
+    assert main(["campaign", "results", *store, "--out", str(out)]) == 0
+    lines = out.read_text().splitlines()
+    assert len(lines) == 32 and lines[0].startswith("row,to,")
+    assert ",duplicate," in lines[-1]
+
+
+def test_cli_needs_a_postgres_url(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from voicehub_async.cli import main
+
+    monkeypatch.delenv("VOICEHUB_JOURNAL_URL", raising=False)
+    source = _contacts(tmp_path / "c.csv", 3)
+    assert main(["campaign", "load", str(source), "--campaign", "x"]) == 2
+    assert "--journal postgresql://" in capsys.readouterr().err
+    assert main(["campaign", "status", "--journal", "run.db", "--campaign", "x"]) == 2
+    assert "postgresql:// URL" in capsys.readouterr().err

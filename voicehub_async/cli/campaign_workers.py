@@ -152,7 +152,21 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
         default=True,
         help="follow every call to its final status (default: on)",
     )
-    pace.add_argument("--poll-interval", type=positive_float, default=2.0, metavar="SECONDS")
+    pace.add_argument(
+        "--poll-interval",
+        type=positive_float,
+        default=2.0,
+        metavar="SECONDS",
+        help="shortest time between two status reads of a call (default: %(default)s)",
+    )
+    pace.add_argument(
+        "--max-poll-interval",
+        type=positive_float,
+        default=30.0,
+        metavar="SECONDS",
+        help="longest time between two status reads of a call: with --max-live, a call's "
+        "slot is freed when its end is seen (default: %(default)s)",
+    )
     pace.add_argument(
         "--worker-timeout",
         type=positive_float,
@@ -162,9 +176,7 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
         "calls are followed by the others (default: %(default)s)",
     )
     pace.add_argument("--name", metavar="NAME", help="this worker's name (default: host:pid)")
-    pace.add_argument(
-        "--progress-interval", type=positive_float, default=5.0, metavar="SECONDS"
-    )
+    pace.add_argument("--progress-interval", type=positive_float, default=5.0, metavar="SECONDS")
     add_client_arguments(work)
     work.set_defaults(handler=_work_command)
 
@@ -255,8 +267,12 @@ async def _load_command(args: argparse.Namespace) -> int:
     total = sum(result.counts.values())
     if args.json:
         print_json(
-            {"campaign": args.campaign, "loaded": result.loaded, "total": total,
-             "counts": result.counts}  # fmt: skip
+            {
+                "campaign": args.campaign,
+                "loaded": result.loaded,
+                "total": total,
+                "counts": result.counts,
+            }
         )
     elif result.loaded:
         print(f"loaded {total} contacts into campaign {args.campaign!r}: {_counts(result.counts)}")
@@ -291,8 +307,13 @@ async def _status_command(args: argparse.Namespace) -> int:
                 "rate": campaign.rate_limit,
                 "max_live": campaign.max_live,
                 "workers": [
-                    {"id": w.id, "name": w.name, "alive": w.alive,
-                     "heartbeat_age": round(w.heartbeat_age, 3), "held": w.held}  # fmt: skip
+                    {
+                        "id": w.id,
+                        "name": w.name,
+                        "alive": w.alive,
+                        "heartbeat_age": round(w.heartbeat_age, 3),
+                        "held": w.held,
+                    }
                     for w in workers
                 ],
             }
@@ -382,7 +403,7 @@ async def _work(args: argparse.Namespace, url: str, client: Any) -> int:
                 max_retries=args.max_retries,
                 poll=args.poll,
                 poll_interval=args.poll_interval,
-                max_poll_interval=max(30.0, args.poll_interval),
+                max_poll_interval=max(args.max_poll_interval, args.poll_interval),
                 worker_timeout=args.worker_timeout,
             )
             with _signals(worker) as received:
@@ -440,8 +461,11 @@ def _signals(worker: CampaignWorker) -> Iterator[list[int]]:
     def on_signal(signum: int) -> None:
         received.append(signum)
         if len(received) == 1:
-            print("voicehub: stopping: no new claims; finishing the triggers in flight",
-                  file=sys.stderr, flush=True)  # fmt: skip
+            print(
+                "voicehub: stopping: no new claims; finishing the triggers in flight",
+                file=sys.stderr,
+                flush=True,
+            )
             worker.stop()
             return
         os._exit(128 + signum)

@@ -375,8 +375,17 @@ def _contact_record(
             now,
             now,
         )
-    return (campaign, contact.row, contact.digest, request.to, _request_json(request),
-            "pending", None, None, now)  # fmt: skip
+    return (
+        campaign,
+        contact.row,
+        contact.digest,
+        request.to,
+        _request_json(request),
+        "pending",
+        None,
+        None,
+        now,
+    )
 
 
 def _chunk(rows: Iterator[ContactRow], make: Any, size: int) -> list[tuple[Any, ...]]:

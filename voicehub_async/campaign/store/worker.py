@@ -26,6 +26,7 @@ row of the campaign needs a worker any more (or on :meth:`stop`).
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import os
 import socket
@@ -62,6 +63,8 @@ logger = logging.getLogger("voicehub_async.campaign")
 _FLUSH_INTERVAL: Final = 0.02
 _FLUSH_SIZE: Final = 500
 _IDLE_WAIT: Final = 0.25
+#: The shortest time between two renewals (see CampaignWorker._renewals).
+_EARLY_RENEWAL: Final = 0.1
 
 
 @attrs.frozen
@@ -152,6 +155,8 @@ class CampaignWorker:
         self._dispatcher: Dispatcher | None = None
         self._poller: StatusPoller | None = None
         self._wake = asyncio.Event()
+        self._freed = False
+        self._freed_event = asyncio.Event()
         self._fatal: BaseException | None = None
 
     def stop(self) -> None:
@@ -267,9 +272,19 @@ class CampaignWorker:
         return lease.workers
 
     async def _renewals(self) -> None:
+        """Renew every lease interval, or sooner (not more than every
+        ``_EARLY_RENEWAL`` s) when this worker is out of live slots and one of
+        its calls has ended: the store gives the slot back at a renewal."""
+        loop = asyncio.get_running_loop()
         try:
             while not self._dead:
-                await asyncio.sleep(self.lease_interval)
+                due = loop.time() + self.lease_interval
+                await asyncio.sleep(_EARLY_RENEWAL)
+                while loop.time() < due and not (self._freed and self.limits.spare == 0):
+                    self._freed_event.clear()
+                    with contextlib.suppress(asyncio.TimeoutError):
+                        await asyncio.wait_for(self._freed_event.wait(), due - loop.time())
+                self._freed = False
                 await self._renew()
         except Exception as exc:  # the store is gone: nothing can be recorded
             self._fatal = exc
@@ -405,4 +420,6 @@ class CampaignWorker:
             del self._calls[change.call_id]
             if self._poller is not None:
                 self._poller.forget(change.call_id)
+            self._freed = True
+            self._freed_event.set()
             self._wake.set()
