@@ -177,6 +177,8 @@ def check_secret(headers: Mapping[str, str], secret: str | Iterable[str]) -> Non
         reason = f"missing {SECRET_HEADER} header"
         logger.warning("webhook refused (401): %s", reason)
         raise WebhookError(401, reason)
+    if isinstance(received, bytes):  # a framework handing raw header values on
+        received = received.decode("latin-1")
     given = received.encode("utf-8", "surrogateescape")
     matched = False
     for candidate in expected:
@@ -231,9 +233,21 @@ def _recordings(value: Any) -> tuple[str, ...]:
 
 
 def _decode(body: bytes) -> Mapping[str, Any]:
+    """The body as a JSON object, or WebhookError (400) saying why not.
+
+    Every way ``json.loads`` can refuse bytes is a 400: not JSON, not UTF-8
+    (``UnicodeDecodeError``), an integer of more digits than Python converts
+    (``ValueError``), and nesting deeper than the interpreter's recursion
+    limit (``RecursionError``, which is not a ``ValueError``: ``[`` * 20,000
+    used to escape as a 500).
+    """
     try:
         data = json.loads(body)
-    except (ValueError, UnicodeDecodeError):
+    except UnicodeDecodeError:
+        raise WebhookError(400, "body is not UTF-8 JSON") from None
+    except RecursionError:
+        raise WebhookError(400, "body is nested too deeply") from None
+    except ValueError:
         raise WebhookError(400, "body is not JSON") from None
     if not isinstance(data, dict):
         raise WebhookError(400, "body is not a JSON object")
