@@ -136,7 +136,10 @@ class InvalidRequestError(VoiceHubError, ValueError):
     """
 
     def __init__(self, field: str, value: Any, reason: str) -> None:
-        shown = repr(value)
+        try:
+            shown = repr(value)
+        except Exception:  # RecursionError for a deeply nested value, a broken __repr__
+            shown = f"<{type(value).__name__}>"
         if len(shown) > 80:
             shown = shown[:77] + "..."
         super().__init__(f"invalid {field} {shown}: {reason}")
