@@ -172,8 +172,8 @@ class CampaignWorker:
         started = time.monotonic()
         store, cid = self.store, self.campaign.id
         worker = self.worker_id = await store.register_worker(cid, self.name)
-        lease = await self._renew()
-        if lease > 1:
+        workers = await self._renew()
+        if workers > 1 and self.limits.rate is not None:
             # The others still pace themselves for one worker less until
             # their next renewal: start after it (see .limits).
             await asyncio.sleep(self.lease_interval * 1.2)
