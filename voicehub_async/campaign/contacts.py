@@ -34,6 +34,7 @@ from typing import Any, Final, Literal
 
 import attrs
 
+from voicehub_async._time import is_aware
 from voicehub_async.errors import InvalidRequestError
 from voicehub_async.models import CallRequest
 
@@ -307,7 +308,7 @@ def _parse_when(value: Any) -> datetime | None:
         raise InvalidRequestError(
             "scheduled_at", value, "not an ISO 8601 date and time (e.g. 2030-01-31T09:30)"
         ) from None
-    if when.tzinfo is None or when.utcoffset() is None:
+    if not is_aware(when):
         when = when.replace(tzinfo=timezone.utc)
     return when
 

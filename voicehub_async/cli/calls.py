@@ -18,6 +18,7 @@ from pathlib import Path, PurePosixPath
 from typing import TYPE_CHECKING, Any, Final
 from urllib.parse import unquote, urlsplit
 
+from voicehub_async._time import is_aware
 from voicehub_async.errors import InvalidRequestError, NotFoundError
 from voicehub_async.models import CallRequest, format_scheduled_at, prepare_request
 
@@ -166,7 +167,7 @@ def parse_when(text: str) -> datetime:
             kind="invalid_input",
             field="--at",
         ) from None
-    if when.tzinfo is None or when.utcoffset() is None:
+    if not is_aware(when):
         raise CommandError(
             f"--at {text!r} has no time zone; add an offset such as +01:00, or Z for UTC "
             f"(e.g. {cleaned}Z)",

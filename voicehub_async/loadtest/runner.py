@@ -37,6 +37,7 @@ from typing import TYPE_CHECKING, Any, Final
 
 import attrs
 
+from .._aio import wake
 from ..errors import (
     AmbiguousTriggerError,
     APIConnectionError,
@@ -151,11 +152,6 @@ class _Tracked:
         self.answered = False
 
 
-def _wake(future: asyncio.Future[None]) -> None:
-    if not future.done():
-        future.set_result(None)
-
-
 class LoadTest:
     """One load test run against ``client``; see the module documentation.
 
@@ -213,7 +209,7 @@ class LoadTest:
         assert self._loop is not None
         waker: asyncio.Future[None] = self._loop.create_future()
         self._waker = waker
-        handle = self._loop.call_later(seconds, _wake, waker)
+        handle = self._loop.call_later(seconds, wake, waker)
         try:
             await waker
         finally:
@@ -228,7 +224,7 @@ class LoadTest:
             self._stopped_at = self.now()
         self._stopping = True
         if self._waker is not None:
-            _wake(self._waker)
+            wake(self._waker)
 
     def progress(self) -> LoadTestProgress:
         m = self.metrics
