@@ -17,6 +17,7 @@ from typing import Any
 
 import attrs
 import pytest
+from test_loadtest import _info, _scripted_metrics  # the same scripted run
 
 from voicehub_async import VoiceHubClient
 from voicehub_async.cli import main
@@ -25,7 +26,6 @@ from voicehub_async.loadtest import (
     LoadTest,
     LoadTestConfig,
     Ramp,
-    RunInfo,
     simulated_numbers,
     simulated_service,
 )
@@ -36,35 +36,9 @@ from voicehub_async.simulator import Fault, LifecycleConfig, SimulatorThread
 SHORT_CALLS = LifecycleConfig(queue_delay=(1, 3), ring_time=(2, 8), talk_time=(10, 40))
 
 
-def _info(**overrides: Any) -> RunInfo:
-    fields: dict[str, Any] = {
-        "agent_id": "agent-1",
-        "numbers": 3,
-        "ramp": "0:1/s,10:1/s",
-        "ramp_seconds": 10.0,
-        "max_live": 2,
-    }
-    fields.update(overrides)
-    return RunInfo(**fields)
-
-
 def _scripted() -> LoadMetrics:
     """Four due: one dropped, one ambiguous, one busy (unanswered), one completed."""
-    m = LoadMetrics(bucket=1.0)
-    for t in (0.5, 1.5, 2.5, 3.5):
-        m.record_due(t)
-    m.record_sent(0.5)
-    m.record_placed(0.6, 0.5, 0.010)
-    m.record_sent(1.5)
-    m.record_placed(1.6, 1.5, 0.020)
-    m.record_dropped(2.5)
-    m.record_started(0.5, 2.0)
-    m.record_answered(3.0)
-    m.record_ended(3.2, "busy", 1.5, None, answered=False)
-    m.record_sent(3.5)
-    m.record_not_placed(3.6, "ambiguous")
-    m.record_ended(6.5, "completed", 0.5, 4.0, answered=True)
-    return m
+    return _scripted_metrics()
 
 
 # -- parsing ------------------------------------------------------------------------------

@@ -283,9 +283,7 @@ def _percentile_chart(result: LoadTestResult, pick: str, title: str) -> str:
                 linewidth=0,
                 label="p50 to p95",
             )
-            axes.stairs(
-                p50, edges, baseline=None, color=_COLORS["p50"], linewidth=1.8, label="p50"
-            )
+            axes.stairs(p50, edges, baseline=None, color=_COLORS["p50"], linewidth=1.8, label="p50")
             axes.stairs(p95, edges, baseline=None, color=_COLORS["p95"], linewidth=0.8)
         if any(not math.isnan(v) for v in p99):
             axes.stairs(
