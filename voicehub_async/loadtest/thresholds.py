@@ -46,6 +46,9 @@ from typing import TYPE_CHECKING, Any, Final, Literal
 
 import attrs
 
+from ..models import CallStatus
+from ..poller import LOST, TIMED_OUT
+
 if TYPE_CHECKING:
     from .metrics import LoadTestResult, Percentiles
 
@@ -94,9 +97,12 @@ _RATES: Final = {
     "not_placed_rate": ("not_placed", "sent"),
     "ambiguous_rate": ("ambiguous", "sent"),
 }
+#: What a followed call can end as: the API's final statuses and the poller's own two.
 _FINAL_STATUSES: Final = (
-    "busy", "unanswered", "failed", "cancelled", "completed", "lost", "timed_out",
-)  # fmt: skip
+    *(status.name for status in CallStatus.documented() if status.is_terminal),
+    LOST.name,
+    TIMED_OUT.name,
+)
 _NOT_PLACED_KIND: Final = re.compile(r"ambiguous|rate_limited|connection_failed|error|http_\d{3}")
 
 #: Every name a threshold can use (``not_placed.<kind>`` stands for its family).
