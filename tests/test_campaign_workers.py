@@ -127,6 +127,10 @@ def test_three_worker_processes_one_killed_twice(
             "agent-1",
             "--max-live",
             "40",
+            # Ambiguous triggers hold their slot this long (the simulator's calls
+            # last well under a second of real time).
+            "--max-call-time",
+            "5",
         ],
         env=env,
         capture_output=True,
@@ -261,3 +265,69 @@ async def test_a_shared_live_cap_holds_across_three_workers(
     live = [t.live_calls for t in sim.triggers]
     assert max(live) <= 20  # exact, ambiguous triggers included
     assert max(live) >= 10  # and the cap was used
+
+
+def _free_port() -> int:
+    import socket
+
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+async def test_webhooks_to_any_worker_update_and_reconcile(
+    postgres_url: str, tmp_path: Path, voicehub_simulator_factory: Any
+) -> None:
+    port = _free_port()
+    secret = "whsec-test-store"
+    sim = voicehub_simulator_factory(
+        SimulatorConfig(
+            time_scale=300.0,
+            faults=FaultConfig(reset_after_create_rate=0.2),
+            webhook_url=f"http://127.0.0.1:{port}/",
+            webhook_secret=secret,
+        )
+    )
+    source = _contacts(tmp_path / "contacts.csv", 60)
+    async with await PostgresStore.open(postgres_url) as store:
+        campaign = (await store.load("h", source, agent_id="agent-1")).campaign
+    # Two workers: only one receives the webhooks, for the calls of both.
+    stores = [await PostgresStore.open(postgres_url) for _ in range(2)]
+    try:
+        async with VoiceHubClient(sim.api_key, base_url=sim.base_url) as client:
+            receiving = CampaignWorker(
+                client,
+                stores[0],
+                campaign,
+                name="hooks",
+                concurrency=5,
+                poll_interval=0.5,
+                max_poll_interval=2.0,
+                webhook_port=port,
+                webhook_secret=secret,
+            )
+            other = CampaignWorker(
+                client,
+                stores[1],
+                campaign,
+                name="plain",
+                concurrency=5,
+                poll_interval=0.5,
+                max_poll_interval=2.0,
+            )
+            summaries = await asyncio.wait_for(
+                asyncio.gather(receiving.run(), other.run()), timeout=120
+            )
+        rows = [row async for row in stores[0].iter_rows(campaign.id)]
+    finally:
+        for s in stores:
+            await s.close()
+    assert summaries[1].placed > 0  # the other worker placed calls too
+    sink = receiving.webhooks
+    assert sink is not None and sink.written > 0
+    reconciled = [r for r in rows if r.error and "reconciled from a webhook" in r.error]
+    created = {t.to: t.call_id for t in sim.triggers if t.created}
+    assert reconciled, "resets after create should leave rows that webhooks resolve"
+    for row in reconciled:
+        assert row.call_id == created[row.number]  # the call the simulator made
+    assert sink.reconciled == len(reconciled)

@@ -51,6 +51,8 @@ __all__ = ["JOURNAL_URL_ENV", "SUBCOMMANDS", "register", "route"]
 
 #: The store's URL when ``--journal`` is not given.
 JOURNAL_URL_ENV: Final = "VOICEHUB_JOURNAL_URL"
+#: The webhook secret for ``work --webhook-port`` (never a flag: it would show in ``ps``).
+WEBHOOK_SECRET_ENV: Final = "VOICEHUB_WEBHOOK_SECRET"
 SUBCOMMANDS: Final = ("load", "work", "status", "results")
 _PREFIX: Final = "campaign-"
 
@@ -176,6 +178,21 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
         "calls are followed by the others (default: %(default)s)",
     )
     pace.add_argument("--name", metavar="NAME", help="this worker's name (default: host:pid)")
+    pace.add_argument(
+        "--webhook-port",
+        type=positive_int,
+        default=None,
+        metavar="PORT",
+        help=f"receive VoiceHub's webhooks on this port (secret from ${WEBHOOK_SECRET_ENV}): "
+        "statuses go into the store whichever worker placed the call, and an ambiguous "
+        "row is resolved by its call's events",
+    )
+    pace.add_argument(
+        "--webhook-host",
+        default="127.0.0.1",
+        metavar="HOST",
+        help="address for --webhook-port (default: %(default)s)",
+    )
     pace.add_argument("--progress-interval", type=positive_float, default=5.0, metavar="SECONDS")
     add_client_arguments(work)
     work.set_defaults(handler=_work_command)
@@ -372,6 +389,11 @@ async def write_store_results(store: PostgresStore, campaign: int, out: Path, to
 
 def _work_command(args: argparse.Namespace) -> Any:
     url = _url(args)
+    if args.webhook_port is not None and not os.environ.get(WEBHOOK_SECRET_ENV):
+        raise CommandError(
+            f"--webhook-port needs the webhook secret in ${WEBHOOK_SECRET_ENV}",
+            field="--webhook-port",
+        )
     client = make_client(args, max_connections=max(20, args.concurrency * 2))
     return _work(args, url, client)
 
@@ -405,6 +427,9 @@ async def _work(args: argparse.Namespace, url: str, client: Any) -> int:
                 poll_interval=args.poll_interval,
                 max_poll_interval=max(args.max_poll_interval, args.poll_interval),
                 worker_timeout=args.worker_timeout,
+                webhook_port=args.webhook_port,
+                webhook_secret=os.environ.get(WEBHOOK_SECRET_ENV),
+                webhook_host=args.webhook_host,
             )
             with _signals(worker) as received:
                 progress = asyncio.create_task(_progress(store, campaign.id, args))

@@ -36,6 +36,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import time
 import uuid
 from collections.abc import AsyncIterator, Iterator, Sequence
 from datetime import datetime, timezone
@@ -47,7 +48,7 @@ from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 import attrs
 
 from voicehub_async.errors import InvalidRequestError
-from voicehub_async.models import CallRequest, prepare_request
+from voicehub_async.models import TERMINAL_STATUSES, CallRequest, prepare_request
 
 from ..contacts import ContactRow, ContactsFormat, detect_format, fingerprint_file, read_contacts
 from ..contacts import row_request as contact_request
@@ -77,9 +78,9 @@ DEFAULT_SCHEMA: Final = "voicehub"
 
 #: States in which a row holds a live-call slot (``ambiguous`` too, for
 #: ``max_call_time`` after its sending mark: its call may be live).
-LIVE_STATES: Final = ("sending", "queued", "started", "in-progress")
+LIVE_STATES: Final = ("sending", "queued", "started", "in-progress", "reconciled")
 #: States of a placed call still to be followed.
-PLACED_STATES: Final = ("queued", "scheduled", "started", "in-progress")
+PLACED_STATES: Final = ("queued", "scheduled", "started", "in-progress", "reconciled")
 
 #: The versioned schema steps: (version, SQL). Append, never edit.
 MIGRATIONS: Final[tuple[tuple[int, str], ...]] = (
@@ -126,7 +127,8 @@ CREATE TABLE contacts (
 );
 CREATE INDEX contacts_due ON contacts (campaign_id, due_at, row_no) WHERE state = 'pending';
 CREATE INDEX contacts_held ON contacts (campaign_id, worker_id)
-    WHERE state IN ('sending', 'queued', 'scheduled', 'started', 'in-progress', 'ambiguous');
+    WHERE state IN ('sending', 'queued', 'scheduled', 'started', 'in-progress', 'ambiguous',
+                    'reconciled');
 CREATE INDEX contacts_call ON contacts (call_id) WHERE call_id IS NOT NULL;
 CREATE TABLE workers (
     id uuid PRIMARY KEY,
@@ -632,7 +634,7 @@ class PostgresStore:
             WITH orphan AS (
                 SELECT c.row_no FROM contacts c
                 WHERE c.campaign_id = $1 AND c.call_id IS NOT NULL
-                  AND c.state IN ('queued', 'scheduled', 'started', 'in-progress')
+                  AND c.state = ANY($4)
                   AND (c.worker_id IS NULL OR c.worker_id IN
                        (SELECT id FROM workers WHERE campaign_id = $1 AND dead))
                 LIMIT $3
@@ -645,6 +647,7 @@ class PostgresStore:
             campaign,
             worker,
             limit,
+            list(PLACED_STATES),
         )
         return [PlacedCall(r["row_no"], r["call_id"], r["state"]) for r in records]
 
@@ -762,6 +765,59 @@ class PostgresStore:
         async with self._pool.acquire() as conn, conn.transaction():
             for sql in sorted(groups, key=lambda s: _PHASES.get(s, len(_PHASES))):
                 await conn.executemany(sql, groups[sql])
+
+    async def record_statuses(self, events: Sequence[tuple[str, str, str, float | None]]) -> int:
+        """Webhook statuses, by call id, wherever the call was placed:
+        ``(call_id, state, status, event_time)``; returns the rows changed.
+
+        A row already in a final state is left alone (a late or repeated event
+        never undoes an end). A status for a call no row knows yet, whose
+        ``userNumber`` is the number of a row left ``ambiguous`` (see
+        :meth:`reconcile`), is the caller's to pass there.
+        """
+        if not events:
+            return 0
+        now = time.time()
+        async with self._pool.acquire() as conn, conn.transaction():
+            changed = 0
+            for call_id, state, status, _when in events:
+                final = state in TERMINAL_STATUSES
+                result = await conn.execute(
+                    "UPDATE contacts SET state = $2, status = $3, "
+                    "started_at = COALESCE(started_at, CASE WHEN $2 IN ('started', "
+                    "'in-progress') THEN $4::float8 END), finished_at = CASE WHEN $5 THEN $4 "
+                    "ELSE finished_at END, updated_at = $4 "
+                    "WHERE call_id = $1 AND NOT (state = ANY($6))",
+                    call_id,
+                    state,
+                    status,
+                    now,
+                    final,
+                    list(TERMINAL_STATUSES | {"lost", "timed_out"}),
+                )
+                changed += int(result.split()[-1])
+        return changed
+
+    async def reconcile(
+        self, call_id: str, user_number: str, agent_id: str | None, event_time: float
+    ) -> int | None:
+        """A webhook for a call no row has: if ``user_number`` is the number of a
+        row left ``ambiguous`` whose sending mark came before the event (and
+        its agent matches), that row's trigger did place this call: record the
+        call id (state ``reconciled``, followed from then on). Returns the row."""
+        value = await self._pool.fetchval(
+            "UPDATE contacts SET state = 'reconciled', call_id = $1, updated_at = $4, "
+            "error = 'reconciled from a webhook: the ambiguous trigger placed call ' || $1 "
+            "WHERE number = $2 AND state = 'ambiguous' AND call_id IS NULL AND sent_at <= $4 "
+            "AND ($3::text IS NULL OR request->>'agent_id' = $3) "
+            "AND NOT EXISTS (SELECT 1 FROM contacts k WHERE k.call_id = $1) "
+            "RETURNING row_no",
+            call_id,
+            user_number,
+            agent_id,
+            event_time,
+        )
+        return None if value is None else int(value)
 
     # -- reads ------------------------------------------------------------------------------------
 

@@ -51,8 +51,11 @@ from .postgres import (
     Claim,
     PostgresStore,
 )
+from .webhooks import StoreStatusSink
 
 if TYPE_CHECKING:
+    from aiohttp import web
+
     from voicehub_async.client import VoiceHubClient
 
 __all__ = ["CampaignWorker", "WorkerSummary"]
@@ -122,6 +125,9 @@ class CampaignWorker:
         follow_schedule: bool = True,
         lease_interval: float = 1.0,
         worker_timeout: float = 10.0,
+        webhook_port: int | None = None,
+        webhook_secret: str | None = None,
+        webhook_host: str = "127.0.0.1",
     ) -> None:
         if concurrency < 1:
             raise ValueError("concurrency must be at least 1")
@@ -139,6 +145,13 @@ class CampaignWorker:
         self.follow_schedule = follow_schedule
         self.lease_interval = lease_interval
         self.worker_timeout = worker_timeout
+        if webhook_port is not None and not webhook_secret:
+            raise ValueError("a webhook port needs the webhook secret")
+        self.webhook_port = webhook_port
+        self.webhook_secret = webhook_secret
+        self.webhook_host = webhook_host
+        #: The webhook sink, while the receiver runs (its counters).
+        self.webhooks: StoreStatusSink | None = None
         self.limits = LocalLimits()
         self.worker_id: str | None = None
         self._lock = asyncio.Lock()
@@ -191,6 +204,7 @@ class CampaignWorker:
             poller.start()
             tasks.append(asyncio.create_task(self._follow(poller), name="voicehub-worker-follow"))
         tasks.append(asyncio.create_task(self._renewals(), name="voicehub-worker-lease"))
+        site = await self._serve_webhooks(poller)
         dispatcher = self._dispatcher = Dispatcher(
             self.client,
             self._inputs(),
@@ -209,6 +223,8 @@ class CampaignWorker:
             for task in tasks:
                 task.cancel()
             await asyncio.gather(*tasks, return_exceptions=True)
+            if site is not None:
+                await site.cleanup()
             if poller is not None:
                 await poller.aclose()
             try:
@@ -231,6 +247,26 @@ class CampaignWorker:
             stopped=self._stopping and not self._dead,
             declared_dead=self._dead,
         )
+
+    async def _serve_webhooks(self, poller: StatusPoller | None) -> web.AppRunner | None:
+        """The SDK's receiver on ``webhook_port``, writing into the store (see
+        :mod:`.webhooks`): any worker's receiver updates any worker's call."""
+        if self.webhook_port is None:
+            return None
+        from aiohttp import web
+
+        from voicehub_async.webhooks import WebhookReceiver, aiohttp_app
+
+        assert self.webhook_secret is not None
+        sink = self.webhooks = StoreStatusSink(self.store, poller)
+        runner = web.AppRunner(aiohttp_app(WebhookReceiver(self.webhook_secret, poller=sink)))
+        await runner.setup()
+        try:
+            await web.TCPSite(runner, self.webhook_host, self.webhook_port).start()
+        except BaseException:
+            await runner.cleanup()
+            raise
+        return runner
 
     # -- leases -----------------------------------------------------------------------
 
