@@ -1,0 +1,57 @@
+"""What the layers above the client use of it, as small Protocols.
+
+The dispatcher (and, in the same way, the poller) depends on these rather
+than on :class:`~voicehub_async.VoiceHubClient`, so that nothing below the
+client's front doors (``client.dispatch()``, ``client.trigger_and_wait()``)
+imports the client: no import circle, and a test can hand in a fake.
+Only :mod:`voicehub_async.models` and :mod:`voicehub_async.retry` are
+imported here, both lower still.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import TYPE_CHECKING, Any, Protocol
+
+if TYPE_CHECKING:
+    from .config import TimeoutTypes
+    from .models import Call, CallRequest, PreparedRequest
+    from .retry import RetryPolicy
+
+__all__ = ["TriggerClient"]
+
+
+class TriggerClient(Protocol):
+    """What a :class:`~voicehub_async.Dispatcher` needs: validate, and send one attempt.
+
+    The dispatcher runs the retries itself (one :class:`~voicehub_async.retry.Attempts`
+    per input, from ``retry_policy``), so that a 429 can pause all its workers.
+    """
+
+    @property
+    def retry_policy(self) -> RetryPolicy:
+        """How failures are classified and retried."""
+        ...
+
+    @property
+    def closed(self) -> bool:
+        """True once the client is closed (nothing can be sent)."""
+        ...
+
+    def prepare(self, request: CallRequest) -> PreparedRequest:
+        """``request`` validated and normalised; raises InvalidRequestError."""
+        ...
+
+    def trigger_payload(self, request: PreparedRequest) -> Mapping[str, Any]:
+        """The trigger's JSON object for ``request``, built once for all its attempts."""
+        ...
+
+    async def send_trigger(
+        self,
+        payload: Mapping[str, Any],
+        *,
+        attempt: int = 1,
+        timeout: TimeoutTypes | None = None,
+    ) -> Call:
+        """One attempt, never retried; failures raised as they are (not wrapped)."""
+        ...
