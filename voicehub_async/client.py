@@ -475,51 +475,25 @@ class VoiceHubClient:
             request, default_region=self.default_region, now=now, numbers=self._numbers
         )
 
-    def trigger_payload(self, request: PreparedRequest) -> Mapping[str, Any]:
-        """The JSON object of a trigger for ``request``, built once for all its attempts."""
-        payload = trigger_payload(request)
-        if logger.isEnabledFor(logging.DEBUG):  # numbers are personal data: DEBUG only
-            logger.debug("trigger payload: %s", payload)
-        return payload
-
-    async def send_trigger(
-        self,
-        payload: Mapping[str, Any],
-        *,
-        attempt: int = 1,
-        timeout: TimeoutTypes | None = None,
-    ) -> Call:
-        """One trigger attempt with a payload from :meth:`trigger_payload`; never retried.
-
-        For code that runs its own retries with the client's
-        :attr:`retry_policy` (the dispatcher): failures are raised as they
-        are, not wrapped in :class:`~voicehub_async.AmbiguousTriggerError`;
-        classify them with :func:`voicehub_async.retry.classify`.
-        """
-        data = await self._send(
-            "POST",
-            TRIGGER_PATH,
-            attempt,
-            url=self._trigger_url,
-            json_body=payload,
-            timeout=self._timeout(timeout),
-        )
-        return self._structure_call(data, attempt)
-
     async def trigger(
         self,
         request: CallRequest,
         *,
         timeout: TimeoutTypes | None = None,
         max_retries: int | None = None,
+        attempt: int | None = None,
         prepared: bool | None = None,
     ) -> Call:
         """:meth:`trigger_call` for a :class:`~voicehub_async.CallRequest`.
 
         A :class:`~voicehub_async.PreparedRequest` (from :meth:`prepare`) is
-        sent without being checked again. ``prepared=True`` (deprecated:
-        pass what :meth:`prepare` returns instead) trusts a plain request to
-        be prepared already.
+        sent without being checked again. ``attempt=n`` sends it once, as
+        attempt number ``n``, and raises a failure as it is (not wrapped in
+        :class:`~voicehub_async.AmbiguousTriggerError`): for code that runs
+        its own retries with :attr:`retry_policy` (``retry_policy.attempts()``),
+        as the dispatcher does. ``prepared=True`` (deprecated: pass what
+        :meth:`prepare` returns instead) trusts a plain request to be
+        prepared already.
         """
         if prepared is not None:
             warnings.warn(
@@ -530,13 +504,32 @@ class VoiceHubClient:
             )
         if not isinstance(request, PreparedRequest):
             request = assume_prepared(request) if prepared else self.prepare(request)
-        payload = self.trigger_payload(request)
-        send = self.send_trigger
+        payload = trigger_payload(request)
+        if logger.isEnabledFor(logging.DEBUG):  # numbers are personal data: DEBUG only
+            logger.debug("trigger payload: %s", payload)
+        client_timeout = self._timeout(timeout)
+        if attempt is not None:
+            return await self._send_trigger(payload, attempt, client_timeout)
 
-        async def attempt(number: int) -> Call:
-            return await send(payload, attempt=number, timeout=timeout)
+        async def attempt_number(number: int) -> Call:
+            return await self._send_trigger(payload, number, client_timeout)
 
-        return await self.retry_policy.call(attempt, trigger=True, max_retries=max_retries)
+        return await self.retry_policy.call(
+            attempt_number, trigger=True, max_retries=max_retries
+        )
+
+    async def _send_trigger(
+        self, payload: Mapping[str, Any], attempt: int, timeout: aiohttp.ClientTimeout
+    ) -> Call:
+        data = await self._send(
+            "POST",
+            TRIGGER_PATH,
+            attempt,
+            url=self._trigger_url,
+            json_body=payload,
+            timeout=timeout,
+        )
+        return self._structure_call(data, attempt)
 
     async def _read(
         self,

@@ -6,13 +6,19 @@ setting means the same thing everywhere it is passed.
 
 from __future__ import annotations
 
-import os
-from typing import Any, Final
+from typing import Any
 
 import aiohttp
 import attrs
 
-# Re-exported: they lived here before the key rules got a module of their own.
+# Re-exported: the environment lookup and the key rules have modules of their own.
+from ._env import (
+    API_KEY_ENV,
+    BASE_URL_ENV,
+    DEFAULT_BASE_URL,
+    api_key_from_environment,
+    base_url_from_environment,
+)
 from .keyscope import check_base_url, is_loopback_host
 
 __all__ = [
@@ -26,10 +32,6 @@ __all__ = [
     "check_base_url",
     "is_loopback_host",
 ]
-
-DEFAULT_BASE_URL: Final = "https://voicehub.dataqueue.ai"
-API_KEY_ENV: Final = "VOICEHUB_API_KEY"
-BASE_URL_ENV: Final = "VOICEHUB_BASE_URL"
 
 
 def _positive_or_none(_: object, attribute: attrs.Attribute[Any], value: Any) -> None:
@@ -66,20 +68,3 @@ class Timeout:
 
 
 TimeoutTypes = float | int | Timeout
-
-
-def api_key_from_environment(api_key: str | None = None) -> str | None:
-    """The API key: ``api_key`` if given, else ``$VOICEHUB_API_KEY``; stripped; None if empty.
-
-    The one place the key is looked up, for the client and the command line
-    (each says in its own words what to do when it is missing).
-    """
-    key = api_key if api_key is not None else os.environ.get(API_KEY_ENV)
-    if key is None:
-        return None
-    return key.strip() or None
-
-
-def base_url_from_environment(base_url: str | None = None) -> str:
-    """``base_url`` if given, else ``$VOICEHUB_BASE_URL``, else the service's URL."""
-    return base_url or os.environ.get(BASE_URL_ENV) or DEFAULT_BASE_URL

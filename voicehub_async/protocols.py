@@ -10,8 +10,7 @@ imported here, both lower still.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
-from typing import TYPE_CHECKING, Any, Protocol
+from typing import TYPE_CHECKING, Protocol
 
 if TYPE_CHECKING:
     from .config import TimeoutTypes
@@ -25,7 +24,8 @@ class TriggerClient(Protocol):
     """What a :class:`~voicehub_async.Dispatcher` needs: validate, and send one attempt.
 
     The dispatcher runs the retries itself (one :class:`~voicehub_async.retry.Attempts`
-    per input, from ``retry_policy``), so that a 429 can pause all its workers.
+    per input, from ``retry_policy``), so that a 429 can pause all its workers;
+    it sends each attempt with ``trigger(prepared, attempt=n)``.
     """
 
     @property
@@ -42,16 +42,12 @@ class TriggerClient(Protocol):
         """``request`` validated and normalised; raises InvalidRequestError."""
         ...
 
-    def trigger_payload(self, request: PreparedRequest) -> Mapping[str, Any]:
-        """The trigger's JSON object for ``request``, built once for all its attempts."""
-        ...
-
-    async def send_trigger(
+    async def trigger(
         self,
-        payload: Mapping[str, Any],
+        request: CallRequest,
         *,
-        attempt: int = 1,
         timeout: TimeoutTypes | None = None,
+        attempt: int | None = None,
     ) -> Call:
-        """One attempt, never retried; failures raised as they are (not wrapped)."""
+        """With ``attempt=n``: one attempt, never retried, failures raised as they are."""
         ...

@@ -327,7 +327,7 @@ class RetryPolicy:
             return True
         return trigger and self.retry_ambiguous_triggers and kind.maybe_placed
 
-    def delay(self, error: BaseException, attempt: int) -> float:
+    def delay(self, error: BaseException | None, attempt: int) -> float:
         """Seconds to wait after attempt number ``attempt`` (1, 2, ...) failed with ``error``.
 
         The one delay rule: the service's ``Retry-After`` (capped at
