@@ -36,7 +36,7 @@ if TYPE_CHECKING:
         UnexpectedResponseError,
         VoiceHubError,
     )
-    from .models import Call, CallRequest, CallStatus, Recordings
+    from .models import Call, CallRequest, CallStatus, PreparedRequest, Recordings
     from .poller import (
         CallLostError,
         CallTimedOutError,
@@ -86,6 +86,7 @@ _SUBMODULE: dict[str, str] = {
     "InvalidRequestError": "errors",
     "NotFoundError": "errors",
     "PermissionDeniedError": "errors",
+    "PreparedRequest": "models",
     "RateLimitError": "errors",
     "Recordings": "models",
     "RecordingsAvailable": "webhooks",
@@ -132,6 +133,7 @@ __all__ = [
     "InvalidRequestError",
     "NotFoundError",
     "PermissionDeniedError",
+    "PreparedRequest",
     "RateLimitError",
     "Recordings",
     "RecordingsAvailable",
