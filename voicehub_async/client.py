@@ -14,7 +14,6 @@ import asyncio
 import json
 import logging
 import os
-import re
 import secrets
 import warnings
 from collections.abc import AsyncIterable, Callable, Iterable, Mapping
@@ -45,6 +44,7 @@ from .errors import (
     InvalidRequestError,
     UnexpectedResponseError,
     VoiceHubError,
+    error_message,
     status_error_class,
 )
 from .keyscope import KeyScope, looks_like_api_path
@@ -74,8 +74,6 @@ logger = logging.getLogger("voicehub_async")
 
 API_KEY_HEADER: Final = "x-dq-api-key"
 TRIGGER_PATH: Final = "/api/v1/calls/api-call"
-_MESSAGE_KEYS: Final = ("message", "error", "detail", "msg", "error_description", "title")
-_TITLE_RE: Final = re.compile(rb"<title[^>]*>(.*?)</title>", re.IGNORECASE | re.DOTALL)
 _DOWNLOAD_CHUNK: Final = 64 * 1024
 #: Distinct per-request timeouts converted once and kept (a handful in practice).
 _TIMEOUT_CACHE: Final = 16
@@ -102,33 +100,6 @@ def _loads(body: bytes) -> Any:
         return orjson.loads(body)
     except orjson.JSONDecodeError:
         return json.loads(body)
-
-
-def _error_message(body: bytes, reason: str | None) -> str:
-    """The service's message from an error body: JSON, HTML or empty."""
-    text = body.strip()
-    if text.startswith((b"{", b"[")):
-        try:
-            data = _loads(text)
-        except ValueError:
-            data = None
-        if isinstance(data, Mapping):
-            for key in _MESSAGE_KEYS:
-                value = data.get(key)
-                if isinstance(value, str) and value:
-                    return value
-                if isinstance(value, Mapping) and isinstance(value.get("message"), str):
-                    return str(value["message"])
-                if isinstance(value, list) and value and all(isinstance(v, str) for v in value):
-                    # e.g. {"message": ["to must be a phone number", ...]}
-                    return "; ".join(value)
-    elif text.startswith(b"<"):
-        match = _TITLE_RE.search(text)
-        if match:
-            return match.group(1).decode("utf-8", "replace").strip()
-    elif text and len(text) <= 200:
-        return text.decode("utf-8", "replace")
-    return reason or "error"
 
 
 def _transport_error(
@@ -370,7 +341,10 @@ class VoiceHubClient:
             return _loads(data)
         except ValueError:
             raise UnexpectedResponseError(
-                status, "the answer is not JSON", data.decode("utf-8", "replace")
+                status,
+                "the answer is not JSON",
+                data.decode("utf-8", "replace"),
+                secret=self._api_key,
             ) from None
 
     def _status_error(
@@ -386,7 +360,7 @@ class VoiceHubClient:
                 "not followed so that the API key never goes to another host: check base_url"
             )
         else:
-            message = _error_message(body, response.reason)
+            message = error_message(body, response.reason)
             suggested = looks_like_api_path(self.base_url) if status == 404 else None
             if suggested is not None:
                 message += (
@@ -396,15 +370,12 @@ class VoiceHubClient:
                 )
         return status_error_class(status)(
             status,
-            self._redact(message),
-            self._redact(text),
+            message,
+            text,
             headers,
             retry_after=parse_retry_after(response.headers.get("Retry-After")),
+            secret=self._api_key,  # some services echo a refused key, headers included
         )
-
-    def _redact(self, text: str) -> str:
-        """``text`` without the API key: some services echo a refused key in the error."""
-        return text.replace(self._api_key, "<redacted>") if self._api_key in text else text
 
     @staticmethod
     def _log(method: str, path: str, status: int, attempt: int, seconds: float) -> None:
@@ -700,14 +671,16 @@ class VoiceHubClient:
             call = self.converter.structure(data, Call)
         except (ValueError, TypeError, KeyError, cattrs.BaseValidationError) as exc:
             raise UnexpectedResponseError(
-                200, f"the answer is not a call ({exc})", _shown(data)
+                200, f"the answer is not a call ({exc})", _shown(data),
+                secret=self._api_key,
             ) from None
         raw_id = data["id"]
         if isinstance(raw_id, bool) or not isinstance(raw_id, (str, int)) or not call.id.strip():
             # Not a call that can be followed (an id "None" or ""): for a
             # trigger, ambiguous like any other answer without a readable call.
             raise UnexpectedResponseError(
-                200, f"the answer's call id {raw_id!r} is unusable", _shown(data)
+                200, f"the answer's call id {raw_id!r} is unusable", _shown(data),
+                secret=self._api_key,
             )
         if attempts != 1:
             call = attrs.evolve(call, attempts=attempts)

@@ -387,7 +387,7 @@ def _check_context(context: Any) -> Mapping[str, Any] | None:
     try:
         # dict(): any Mapping is a JSON object; allow_nan=False: NaN is not JSON.
         json.dumps(dict(context), allow_nan=False)
-    except (TypeError, ValueError) as exc:
+    except (TypeError, ValueError, RecursionError) as exc:  # Recursion: nested too deeply
         raise InvalidRequestError("context", context, f"not JSON-serialisable: {exc}") from None
     return context
 
