@@ -1,11 +1,11 @@
 """What the layers above the client use of it, as small Protocols.
 
-The dispatcher (and, in the same way, the poller) depends on these rather
-than on :class:`~voicehub_async.VoiceHubClient`, so that nothing below the
-client's front doors (``client.dispatch()``, ``client.trigger_and_wait()``)
-imports the client: no import circle, and a test can hand in a fake.
-Only :mod:`voicehub_async.models` and :mod:`voicehub_async.retry` are
-imported here, both lower still.
+The dispatcher and the status poller depend on these rather than on
+:class:`~voicehub_async.VoiceHubClient`, so that nothing below the client's
+front doors (``client.dispatch()``, ``client.trigger_and_wait()``) imports
+the client: no import circle, and a test can hand in a fake. Only
+:mod:`voicehub_async.models`, :mod:`voicehub_async.config` and
+:mod:`voicehub_async.retry` are named here, all lower still.
 """
 
 from __future__ import annotations
@@ -17,7 +17,38 @@ if TYPE_CHECKING:
     from .models import Call, CallRequest, PreparedRequest
     from .retry import RetryPolicy
 
-__all__ = ["TriggerClient"]
+__all__ = ["StatusReader", "TriggerAndWaitClient", "TriggerClient"]
+
+
+class StatusReader(Protocol):
+    """What a :class:`~voicehub_async.StatusPoller` needs: read one call's status.
+
+    The read is retried by the client as it sees fit (``max_retries``); the
+    poller only decides when to read again.
+    """
+
+    async def get_call(
+        self,
+        call_id: str,
+        *,
+        timeout: TimeoutTypes | None = None,
+        max_retries: int | None = None,
+    ) -> Call:
+        """The call's current status; NotFoundError for an id the service does not know."""
+        ...
+
+
+class TriggerAndWaitClient(StatusReader, Protocol):
+    """What :func:`~voicehub_async.poller.trigger_and_wait` needs: validate,
+    trigger once (never re-sending an ambiguous trigger), then read."""
+
+    def prepare(self, request: CallRequest) -> PreparedRequest:
+        """``request`` validated and normalised; raises InvalidRequestError."""
+        ...
+
+    async def trigger(self, request: CallRequest) -> Call:
+        """Place the call ``request`` describes (a PreparedRequest is not checked again)."""
+        ...
 
 
 class TriggerClient(Protocol):
