@@ -548,6 +548,7 @@ class Campaign:
             to = request.to if isinstance(request.to, str) else None
             self._entries[index] = _Entry(contact.row, contact.digest, to)
             yield request
+        self._total_estimate = self._rows_read  # the file is read: the real total
 
     @staticmethod
     def _sync_inputs(plan: Iterator[CallRequest | None]) -> Iterator[CallRequest]:
