@@ -17,10 +17,9 @@ import asyncio
 import inspect
 import logging
 from collections.abc import Awaitable, Callable
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from .._ratelimit import Pacer
-from ..config import TimeoutTypes
 from ..errors import AmbiguousTriggerError, APIConnectionError, VoiceHubError
 from ..models import PreparedRequest
 from ..protocols import TriggerClient
@@ -28,6 +27,9 @@ from ..retry import Attempts, FailureKind
 from ..stats import Outcome, StatsRecorder
 from .control import Control, Worker
 from .results import DispatchResult, OnSending, outcome_of
+
+if TYPE_CHECKING:
+    from ..config import TimeoutTypes
 
 __all__ = ["Sender", "call_hook"]
 
