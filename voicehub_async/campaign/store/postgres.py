@@ -806,7 +806,10 @@ class PostgresStore:
         its agent matches), that row's trigger did place this call: record the
         call id (state ``reconciled``, followed from then on). Returns the row."""
         value = await self._pool.fetchval(
+            # worker_id NULL: whichever worker renews next adopts the call and
+            # follows it to its end (its later events may have come already).
             "UPDATE contacts SET state = 'reconciled', call_id = $1, updated_at = $4, "
+            "worker_id = NULL, "
             "error = 'reconciled from a webhook: the ambiguous trigger placed call ' || $1 "
             "WHERE number = $2 AND state = 'ambiguous' AND call_id IS NULL AND sent_at <= $4 "
             "AND ($3::text IS NULL OR request->>'agent_id' = $3) "
