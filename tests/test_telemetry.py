@@ -54,7 +54,8 @@ class Otel:
         """Metric name -> [(attributes, data point)]."""
         data = self.metrics.get_metrics_data()
         found: dict[str, list[tuple[dict[str, Any], Any]]] = {}
-        assert data is not None
+        if data is None:  # nothing to report
+            return found
         for resource in data.resource_metrics:
             for scope in resource.scope_metrics:
                 assert scope.scope.name == "voicehub_async"
@@ -288,16 +289,35 @@ async def test_concurrent_operations_keep_their_own_requests(otel: Otel) -> None
 
 
 def test_gauges_for_dispatches_and_campaigns(otel: Otel) -> None:
-    otel.telemetry.live_calls(12, "dispatch")
-    otel.telemetry.live_calls(30, "campaign")
-    otel.telemetry.live_calls(7, "dispatch")  # a gauge keeps the last value
-    otel.telemetry.pace(25.0, "dispatch")
-    points = otel.points()
-    live = {a["voicehub.source"]: p.value for a, p in points["voicehub.calls.live"]}
-    assert live == {"dispatch": 7, "campaign": 30}
-    assert [(a, p.value) for a, p in points["voicehub.dispatch.pace"]] == [
-        ({"voicehub.source": "dispatch"}, 25.0)
+    live = {"a": 12, "b": 3, "c": 30}
+    reads: list[str] = []
+
+    def count(name: str) -> int:
+        reads.append(name)
+        return live[name]
+
+    telemetry = otel.telemetry
+    with telemetry.watch("dispatch", lambda: count("a"), lambda: 25.0):
+        with telemetry.watch("dispatch", lambda: count("b"), lambda: None):  # unpaced
+            with telemetry.watch("campaign", lambda: count("c"), lambda: 2.5):
+                assert reads == []  # nothing is read until metrics are collected
+                points = otel.points()
+        live["a"] = 7
+        after = otel.points()
+    gone = otel.points()
+
+    assert {a["voicehub.source"]: p.value for a, p in points["voicehub.calls.live"]} == {
+        "dispatch": 15, "campaign": 30,
+    }  # fmt: skip
+    assert {a["voicehub.source"]: p.value for a, p in points["voicehub.dispatch.pace"]} == {
+        "dispatch": 25.0, "campaign": 2.5,
+    }  # fmt: skip
+    assert [(a, p.value) for a, p in after["voicehub.calls.live"]] == [
+        ({"voicehub.source": "dispatch"}, 7)
     ]
+    assert "voicehub.calls.live" not in gone or not gone["voicehub.calls.live"]
+    with NO_TELEMETRY.watch("dispatch", lambda: count("a"), lambda: 1.0):
+        pass
 
 
 def test_personal_data_only_when_opted_in() -> None:
@@ -336,7 +356,8 @@ with t.operation("trigger_call", trigger=True, agent_id="a") as op:
     with op.request("POST", "/x", "https://h/x") as r:
         r.answered(200)
     op.set_call("c"); op.set_personal("+14155550123", {"a": 1}); op.set_outcome("placed")
-t.live_calls(3, "dispatch"); t.pace(2.0, "dispatch")
+with t.watch("dispatch", lambda: 3, lambda: 2.0):
+    pass
 loaded = sorted(m for m in sys.modules if m.startswith("opentelemetry"))
 assert not loaded, loaded
 """

@@ -20,7 +20,9 @@ provider passed in, :class:`OpenTelemetry` turns them into:
   conventions' attributes), ``voicehub.triggers`` (counter, by
   ``voicehub.trigger.outcome``), and the gauges ``voicehub.calls.live`` and
   ``voicehub.dispatch.pace`` (calls per second) by ``voicehub.source``
-  (``dispatch`` or ``campaign``).
+  (``dispatch`` or ``campaign``). The gauges are observed: a dispatch is
+  :meth:`Telemetry.watch`-ed, and read only when a reader collects, never on
+  the hot path.
 
 What is never recorded: the API key (it is in no URL and no attribute), the
 text of an error (a service may echo a number in it: ``error.type`` is the
@@ -35,15 +37,16 @@ creates, and must still nest under their operation.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import time
-from collections.abc import Mapping
+from collections.abc import Callable, Iterator, Mapping
 from types import TracebackType
 from typing import TYPE_CHECKING, Any, Final, Literal
 from urllib.parse import urlsplit
 
 if TYPE_CHECKING:
-    from opentelemetry.metrics import MeterProvider
+    from opentelemetry.metrics import MeterProvider, Observation
     from opentelemetry.trace import Span, TracerProvider
 
 __all__ = [
@@ -141,11 +144,17 @@ class Telemetry:
         in ``voicehub.triggers`` and records whether it was ambiguous."""
         return _NO_OPERATION
 
-    def live_calls(self, count: int, source: Source) -> None:
-        """How many calls a dispatch or campaign has live now."""
-
-    def pace(self, per_second: float, source: Source) -> None:
-        """The pace a dispatch or campaign sends triggers at, calls per second."""
+    def watch(
+        self,
+        source: Source,
+        live: Callable[[], int],
+        pace: Callable[[], float | None],
+    ) -> contextlib.AbstractContextManager[None]:
+        """Report a running dispatch's or campaign's calls live and pace while
+        the ``with`` block lasts. The gauges call ``live()`` and ``pace()``
+        (calls per second, None: unpaced) only when metrics are collected, so
+        a dispatch's hot path pays nothing for them."""
+        return contextlib.nullcontext()
 
 
 _NO_REQUEST: Final = Request()
@@ -219,10 +228,9 @@ class OpenTelemetry(Telemetry):
 
     __slots__ = (
         "_duration",
-        "_live",
-        "_pace",
         "_tracer",
         "_triggers",
+        "_watched",
         "record_personal_data",
     )
 
@@ -255,15 +263,18 @@ class OpenTelemetry(Telemetry):
             unit="{trigger}",
             description="Triggers sent, by outcome (placed, ambiguous, failed, cancelled).",
         )
-        self._live = meter.create_gauge(
+        self._watched: list[tuple[str, Callable[[], int], Callable[[], float | None]]] = []
+        meter.create_observable_gauge(
             "voicehub.calls.live",
+            callbacks=[lambda _options: self._observe(1)],
             unit="{call}",
-            description="Calls live in a dispatch or campaign.",
+            description="Calls live in dispatches (triggers in flight) and campaigns.",
         )
-        self._pace = meter.create_gauge(
+        meter.create_observable_gauge(
             "voicehub.dispatch.pace",
+            callbacks=[lambda _options: self._observe(2)],
             unit="{call}/s",
-            description="The pace a dispatch or campaign sends triggers at.",
+            description="The pace dispatches and campaigns send triggers at.",
         )
 
     def __repr__(self) -> str:
@@ -274,11 +285,31 @@ class OpenTelemetry(Telemetry):
     ) -> Operation:
         return _OTelOperation(self, name, trigger, agent_id)
 
-    def live_calls(self, count: int, source: Source) -> None:
-        self._live.set(count, {"voicehub.source": source})
+    @contextlib.contextmanager
+    def watch(
+        self,
+        source: Source,
+        live: Callable[[], int],
+        pace: Callable[[], float | None],
+    ) -> Iterator[None]:
+        watched = (source, live, pace)
+        self._watched.append(watched)
+        try:
+            yield
+        finally:
+            self._watched.remove(watched)
 
-    def pace(self, per_second: float, source: Source) -> None:
-        self._pace.set(per_second, {"voicehub.source": source})
+    def _observe(self, index: int) -> Iterator[Observation]:
+        """The gauges' callback: the sum over what is watched, per source."""
+        from opentelemetry.metrics import Observation
+
+        totals: dict[str, float] = {}
+        for watched in list(self._watched):
+            value = watched[index]()  # type: ignore[operator]
+            if value is not None:
+                totals[watched[0]] = totals.get(watched[0], 0) + value
+        for source, total in totals.items():
+            yield Observation(total, {"voicehub.source": source})
 
 
 class _OTelOperation(Operation):
