@@ -24,10 +24,11 @@ import os
 import secrets
 import signal
 import sys
-import threading
 from collections.abc import Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Final
+
+from voicehub_async._signals import handle_signals
 
 from ._common import (
     EXIT_API_ERROR,
@@ -511,13 +512,9 @@ def exit_status(result: LoadTestResult) -> int:
 def _stop_on_interrupt(test: LoadTest, console: Console | None) -> Iterator[None]:
     """First Ctrl-C: stop the ramp, keep following live calls. The handler
     then removes itself, so a second Ctrl-C interrupts as usual."""
-    loop = asyncio.get_running_loop()
-    if threading.current_thread() is not threading.main_thread():
-        yield
-        return
 
-    def first_interrupt() -> None:
-        loop.remove_signal_handler(signal.SIGINT)
+    def first_interrupt(_signum: int) -> None:
+        restore()
         test.stop()
         if console is not None:
             console.print(
@@ -526,15 +523,8 @@ def _stop_on_interrupt(test: LoadTest, console: Console | None) -> Iterator[None
                 highlight=False,
             )
 
-    try:
-        loop.add_signal_handler(signal.SIGINT, first_interrupt)
-    except (NotImplementedError, RuntimeError):  # Windows, or no signals here
+    with handle_signals(first_interrupt, (signal.SIGINT,)) as restore:
         yield
-        return
-    try:
-        yield
-    finally:
-        loop.remove_signal_handler(signal.SIGINT)
 
 
 def _status_line(test: LoadTest) -> str:
