@@ -50,6 +50,8 @@ if TYPE_CHECKING:
     from opentelemetry.trace import Span, TracerProvider
 
 __all__ = [
+    "NO_OPERATION",
+    "NO_REQUEST",
     "NO_TELEMETRY",
     "OTEL_INSTALL_HINT",
     "OpenTelemetry",
@@ -112,10 +114,12 @@ class Operation:
     ) -> None:
         return None
 
-    def request(self, method: str, template: str, url: str) -> Request:
+    def request(self, method: str, template: str | None, url: object) -> Request:
         """A context for one request: ``template`` is the path with
-        placeholders (``/api/v1/calls/status/{call_id}/``), ``url`` the URL sent."""
-        return _NO_REQUEST
+        placeholders (``/api/v1/calls/status/{call_id}/``; None when there is
+        none, as for a recording elsewhere), ``url`` the URL sent (a ``str``
+        or a ``yarl.URL``: only turned into text when telemetry is on)."""
+        return NO_REQUEST
 
     def set_outcome(self, outcome: str, *, ambiguous: bool | None = None) -> None:
         """How the operation ended (``placed``, ``ambiguous``, ``failed``, ...);
@@ -142,7 +146,7 @@ class Telemetry:
     ) -> Operation:
         """A context for one SDK operation; ``trigger=True`` counts its outcome
         in ``voicehub.triggers`` and records whether it was ambiguous."""
-        return _NO_OPERATION
+        return NO_OPERATION
 
     def watch(
         self,
@@ -157,8 +161,10 @@ class Telemetry:
         return contextlib.nullcontext()
 
 
-_NO_REQUEST: Final = Request()
-_NO_OPERATION: Final = Operation()
+#: The request of telemetry off.
+NO_REQUEST: Final = Request()
+#: The operation of telemetry off (what :data:`NO_TELEMETRY` hands out).
+NO_OPERATION: Final = Operation()
 #: The default: telemetry off.
 NO_TELEMETRY: Final = Telemetry()
 
@@ -378,7 +384,7 @@ class _OTelOperation(Operation):
             self._scope.__exit__(exc_type, exc, tb)
             span.end()
 
-    def request(self, method: str, template: str, url: str) -> Request:
+    def request(self, method: str, template: str | None, url: object) -> Request:
         resend = self._attempts
         self._attempts += 1
         return _OTelRequest(self._telemetry, self._span, method, template, url, resend)
@@ -410,13 +416,13 @@ class _OTelRequest(Request):
         telemetry: OpenTelemetry,
         parent: Span,
         method: str,
-        template: str,
-        url: str,
+        template: str | None,
+        url: object,
         resend: int,
     ) -> None:
         from opentelemetry import trace
 
-        parts = urlsplit(url)
+        parts = urlsplit(str(url))
         port = parts.port or (443 if parts.scheme == "https" else 80)
         host = parts.hostname or ""
         netloc = host if parts.port is None else f"{host}:{parts.port}"
@@ -427,8 +433,9 @@ class _OTelRequest(Request):
             "http.request.method": method,
             "server.address": host,
             "server.port": port,
-            "url.template": template,
         }
+        if template is not None:
+            self._attributes["url.template"] = template
         attributes: dict[str, Any] = {
             **self._attributes,
             # Never the query (a signed recording URL carries its token there),
@@ -438,7 +445,7 @@ class _OTelRequest(Request):
         if resend:
             attributes["http.request.resend_count"] = resend
         self._span: Span = telemetry._tracer.start_span(
-            f"{method} {template}",
+            method if template is None else f"{method} {template}",
             context=trace.set_span_in_context(parent),
             kind=trace.SpanKind.CLIENT,
             attributes=attributes,
