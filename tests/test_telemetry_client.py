@@ -28,10 +28,15 @@ from voicehub_async.telemetry import OpenTelemetry, Telemetry
 pytest.importorskip("opentelemetry.sdk")
 
 from opentelemetry.trace import SpanKind, StatusCode
-from test_telemetry import Otel, make_otel
+from test_telemetry import (
+    CONTEXT,
+    NUMBER,
+    Otel,
+    _assert_nothing_personal,
+    _everything_recorded,
+    make_otel,
+)
 
-NUMBER = "+14155550123"
-CONTEXT = {"customer_name": "Grace Hopper", "account": "GH-1906"}
 TRIGGER = "/api/v1/calls/api-call"
 STATUS = "/api/v1/calls/status/{call_id}/"
 
@@ -52,25 +57,6 @@ def _client(sim: SimulatorThread | Simulator, otel: Otel, **options: Any) -> Voi
 
 def _attributes(span: Any) -> dict[str, Any]:
     return dict(span.attributes or {})
-
-
-def _assert_nothing_personal(otel: Otel, key: str) -> None:
-    recorded = _everything(otel)
-    assert key not in recorded
-    assert NUMBER not in recorded and "4155550123" not in recorded
-    for value in CONTEXT.values():
-        assert value not in recorded
-
-
-def _everything(otel: Otel) -> str:
-    parts: list[str] = []
-    for span in otel.finished():
-        parts += [span.name, json.dumps(_attributes(span), default=str)]
-        parts += [str(span.status.description)]
-        parts += [json.dumps(dict(e.attributes or {}), default=str) for e in span.events]
-    for name, points in otel.points().items():
-        parts += [name] + [json.dumps(a, default=str) for a, _ in points]
-    return "\n".join(parts)
 
 
 @pytest.fixture
@@ -282,7 +268,7 @@ def test_personal_data_when_opted_in(voicehub_simulator: SimulatorThread) -> Non
     operation = otel.finished()[-1]
     assert _attributes(operation)["voicehub.call.to"] == NUMBER
     assert json.loads(_attributes(operation)["voicehub.call.context"]) == CONTEXT
-    assert voicehub_simulator.api_key not in _everything(otel)  # the key: never
+    assert voicehub_simulator.api_key not in _everything_recorded(otel)  # the key: never
 
 
 def test_off_a_round_trip_imports_no_opentelemetry() -> None:
