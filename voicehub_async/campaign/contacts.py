@@ -693,6 +693,11 @@ def _read_jsonl(
                     row, digest, {}, f"line {line}: not a JSON object ({{...}} per line)", line
                 )
                 continue
+            if ("\\ud" in text or "\\uD" in text) and _holds_surrogate(data):
+                # "\ud800" is valid JSON but no text: it could not be sent.
+                problem = f"line {line}: a string holds a lone surrogate escape (\\ud800-\\udfff)"
+                yield ContactRow(row, digest, {}, problem, line)
+                continue
             fields: dict[str, Any] = {}
             for name, value in data.items():
                 key = names(name)
@@ -704,6 +709,22 @@ def _read_jsonl(
                 else:
                     fields[key] = value
             yield ContactRow(row, digest, fields, None, line)
+
+
+def _holds_surrogate(value: Any) -> bool:
+    """Whether a decoded JSON value holds a string that is not valid Unicode."""
+    stack = [value]
+    while stack:
+        item = stack.pop()
+        if isinstance(item, str):
+            if _not_utf8(item):
+                return True
+        elif isinstance(item, dict):
+            stack.extend(item.keys())
+            stack.extend(item.values())
+        elif isinstance(item, list):
+            stack.extend(item)
+    return False
 
 
 def _skip_jsonl_line(
