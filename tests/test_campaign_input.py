@@ -286,6 +286,9 @@ def test_an_unusable_header_fails_before_any_row(tmp_path: Path) -> None:
     source.write_text('to,"name\n+14155550101,a\n')
     with pytest.raises(ContactsError, match="never closed"):
         read_contacts(source)
+    source.write_text("to," + "h" * MAX_ROW_CHARS + "\n+14155550101,a\n")
+    with pytest.raises(ContactsError, match="over 65,536 characters"):
+        read_contacts(source)
 
 
 def test_exit_2_says_nothing_was_sent_only_when_true(

@@ -502,10 +502,12 @@ class _CsvFile:
             self.line += 1
             if first.strip():
                 break
+        where = f"{path}: the header (line {self.line})"
+        if len(first) > limit:
+            raise ContactsError(f"{where} is over {limit:,} characters: is this a CSV file?")
         self.delimiter = _delimiter(first, path)
         self.feed = feed = _Feed(stream, limit, first)
         self.reader = csv.reader(itertools.chain((first,), feed), delimiter=self.delimiter)
-        where = f"{path}: the header (line {self.line})"
         try:
             cells = next(self.reader)
         except _RowTooLarge:
