@@ -29,12 +29,17 @@ Row size, and csv's field limit. Python's ``csv`` refuses a field over
 ``csv.field_size_limit()`` (131,072 characters by default) by raising in
 the middle of the file; that limit is process-global state, shared by every
 thread and library in the process, so the reader neither depends on it nor
-changes it. Instead it hands ``csv`` no row larger than
+changes it (raising it would change it for everybody else; raising it and
+restoring it around each read is not thread-safe: any other thread reading
+CSV meanwhile, a web backend's or the campaign's own counting of what is
+left after a stop, would see the other's limit). Instead it hands ``csv`` no row larger than
 :data:`MAX_ROW_CHARS` (65,536 characters, cells and separators together:
 hundreds of times any real contact, and below csv's default limit): a longer
 row is cut off before csv sees it, skipped up to its real end (following the
 quotes, in bounded pieces) and recorded invalid, naming its largest column.
-Every other row is read as usual, before and after it.
+Every other row is read as usual, before and after it. Should other code
+have lowered the global limit below a row's size, that row is refused with
+csv's reason, the same way, and the next one is read.
 
 Row numbers: ``row`` counts contacts, starting at 1, in the order of the
 file (the CSV header and blank lines are not contacts); it is the journal's
