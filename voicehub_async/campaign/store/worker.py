@@ -155,6 +155,7 @@ class CampaignWorker:
         self.limits = LocalLimits()
         self.worker_id: str | None = None
         self._lock = asyncio.Lock()
+        self._flush_lock = asyncio.Lock()
         self._claims: dict[int, Claim] = {}
         self._calls: dict[str, int] = {}
         self._yielded = 0
@@ -380,12 +381,20 @@ class CampaignWorker:
                 await asyncio.sleep(_FLUSH_INTERVAL)
         finally:
             self._flushing = None
-        await self._flush()
+        try:
+            await self._flush()
+        except Exception as exc:  # the store is gone: what follows could not be recorded
+            self._fatal = self._fatal or exc
+            self.stop()
 
     async def _flush(self) -> None:
-        while self._ops:
-            ops, self._ops = self._ops, []
-            await self.store.apply(ops)
+        """Commit the buffered writes. One flush at a time: two batches in flight
+        on two connections could commit out of order (a call's ``started``
+        after its ``completed``)."""
+        async with self._flush_lock:
+            while self._ops:
+                ops, self._ops = self._ops, []
+                await self.store.apply(ops)
 
     def _on_result(self, result: DispatchResult) -> None:
         claim = self._claims.pop(result.index)
