@@ -11,6 +11,7 @@ trigger that may have reached the service.
 from __future__ import annotations
 
 import asyncio
+import functools
 import json
 import logging
 import os
@@ -213,7 +214,11 @@ class VoiceHubClient:
         # can go without the key.
         self._auth_headers = _headers({API_KEY_HEADER: key})
         self._closed = False
-        self.converter: cattrs.Converter = make_converter()
+
+    @functools.cached_property
+    def converter(self) -> cattrs.Converter:
+        """The client's cattrs converter (camelCase wire <-> models), made on first use."""
+        return make_converter()
 
     @property
     def base_url(self) -> str:
