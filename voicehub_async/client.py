@@ -56,6 +56,7 @@ from .models import (
     PreparedRequest,
     Recordings,
     assume_prepared,
+    call_from_json,
     check_region,
     dumps_json,
     make_converter,
@@ -484,8 +485,16 @@ class VoiceHubClient:
         if logger.isEnabledFor(logging.DEBUG):  # numbers are personal data: DEBUG only
             logger.debug("trigger payload: %s", payload)
         client_timeout = self._timeout(timeout)
-        if attempt is not None:
-            return await self._send_trigger(payload, attempt, client_timeout)
+        if attempt is not None:  # the dispatcher's hot path: one frame fewer
+            data = await self._send(
+                "POST",
+                TRIGGER_PATH,
+                attempt,
+                url=self._trigger_url,
+                json_body=payload,
+                timeout=client_timeout,
+            )
+            return self._structure_call(data, attempt)
 
         async def attempt_number(number: int) -> Call:
             return await self._send_trigger(payload, number, client_timeout)
@@ -673,7 +682,7 @@ class VoiceHubClient:
 
     def _structure_call(self, data: Any, attempts: int) -> Call:
         try:
-            call = self.converter.structure(data, Call)
+            call = call_from_json(data)  # what the converter's Call hook does
         except (ValueError, TypeError, KeyError, cattrs.BaseValidationError) as exc:
             raise UnexpectedResponseError(
                 200, f"the answer is not a call ({exc})", _shown(data),

@@ -35,6 +35,7 @@ __all__ = [
     "Recordings",
     "TERMINAL_STATUSES",
     "assume_prepared",
+    "call_from_json",
     "check_region",
     "dumps_json",
     "trigger_payload",
@@ -399,8 +400,8 @@ class NumberCache:
     successes are kept (an error names the field it came from), for exact
     ``str`` values, keyed by value and region, so the answer is the very one
     :func:`normalize_number` gives. Bounded: at most ``size`` entries, the
-    oldest half dropped when it is full, so memory stays flat however many numbers pass.
-    One per client; not shared, no global state.
+    oldest half dropped when it is full, so memory stays flat however many
+    numbers pass. One per client; not shared, no global state.
     """
 
     __slots__ = ("_entries", "_size")
@@ -568,7 +569,8 @@ def _structure_status(value: Any, _: type) -> CallStatus:
     return CallStatus(value)
 
 
-def _structure_call(data: Any, _: type) -> Call:
+def call_from_json(data: Any) -> Call:
+    """A :class:`Call` from the service's JSON answer (ValueError if it is not one)."""
     if not isinstance(data, Mapping) or "id" not in data or "status" not in data:
         raise ValueError("a call needs 'id' and 'status'")
     kind = data.get("type")
@@ -622,7 +624,7 @@ def make_converter() -> cattrs.Converter:
         ),
     )
     converter.register_structure_hook(CallStatus, _structure_status)
-    converter.register_structure_hook(Call, _structure_call)
+    converter.register_structure_hook(Call, lambda data, _: call_from_json(data))
     converter.register_structure_hook(
         Recordings,
         lambda data, _: Recordings(
