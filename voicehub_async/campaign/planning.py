@@ -29,7 +29,7 @@ from __future__ import annotations
 
 import sqlite3
 from collections.abc import Container
-from datetime import datetime
+from datetime import datetime, timezone
 from typing import Final, Protocol
 
 import attrs
@@ -107,6 +107,8 @@ class Follow:
     attempt: int
     #: Kept when a redial policy may need to dial the contact again.
     request: CallRequest | None = None
+    #: When the call was sent scheduled (UTC): it is not read before then.
+    scheduled_at: datetime | None = None
 
 
 @attrs.frozen
@@ -206,7 +208,11 @@ def plan_row(
             decision = _fresh(contact, previous.dials, options, now, _Nobody())
             if isinstance(decision, Dial):
                 request = _without_schedule(decision.request)
-        return Follow(previous.call_id, state, max(1, previous.dials), request)
+        when = None
+        if previous.scheduled_at:
+            when = datetime.strptime(previous.scheduled_at, "%Y-%m-%dT%H:%M")
+            when = when.replace(tzinfo=timezone.utc)
+        return Follow(previous.call_id, state, max(1, previous.dials), request, when)
     # Never sent, or refused (nothing placed): the same attempt again.
     attempt = max(1, previous.dials) if state == NOT_SENT else previous.dials + 1
     return _fresh(contact, attempt, options, now, claims)

@@ -860,10 +860,17 @@ class Campaign:
         poller = self._poller
         if poller is None or poller.closed:
             return
+        when = follow.scheduled_at if self.follow_schedule and follow.state == "scheduled" else None
         self._calls[follow.call_id] = _Tracked(
-            row, digest, follow.attempt, state_bucket, None, follow.request
+            row,
+            digest,
+            follow.attempt,
+            state_bucket,
+            None,
+            follow.request,
+            None if when is None else when.timestamp(),
         )
-        poller.track(follow.call_id)
+        poller.track(follow.call_id, scheduled_at=when)
 
     # -- the three points of a call's life ------------------------------------------------
 
