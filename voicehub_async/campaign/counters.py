@@ -8,26 +8,34 @@ time (:func:`bucket`), so the buckets always add up to the rows processed.
 
 from __future__ import annotations
 
-from typing import Final
-
 import attrs
+
+from voicehub_async.models import CallStage, CallStatus
 
 from .journal import AMBIGUOUS, DONE_STATES, DUPLICATE, INVALID, NOT_SENT, REDIAL, SUPPRESSED
 
 __all__ = ["Counters", "bucket"]
 
-_QUEUED_STATES: Final = frozenset({"queued", "scheduled", REDIAL})
-
 
 def bucket(state: str) -> str:
-    """Which progress counter a row in ``state`` belongs to."""
+    """Which progress counter a row in ``state`` belongs to.
+
+    A row's own states (``duplicate``, ``invalid``, ``redial``...) first;
+    a call's status by its :class:`~voicehub_async.models.CallStage`, the one
+    status order of the SDK (a status the API does not document is live).
+    """
     if state == "completed":
         return "completed"
     if state in (DUPLICATE, SUPPRESSED):
         return "skipped"
     if state in DONE_STATES or state in (NOT_SENT, "timed_out"):
         return "failed"
-    if state in _QUEUED_STATES:
+    if state == REDIAL:
+        return "queued"
+    stage = CallStatus(state).stage
+    if stage is CallStage.ENDED:
+        return "failed"
+    if stage is CallStage.SCHEDULED or stage is CallStage.QUEUED:
         return "queued"
     return "in_progress"
 

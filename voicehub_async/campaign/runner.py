@@ -46,18 +46,25 @@ import itertools
 import logging
 import math
 import time
-from collections.abc import AsyncGenerator, Awaitable, Callable, Iterable, Iterator
+from collections.abc import AsyncGenerator, Awaitable, Callable, Iterable, Iterator, Mapping
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import TYPE_CHECKING, Final
 
 from voicehub_async.dispatch import Dispatcher, DispatchResult
 from voicehub_async.errors import AuthenticationError, InvalidRequestError
-from voicehub_async.models import CallRequest, format_scheduled_at
+from voicehub_async.models import CallRequest, CallStage, format_scheduled_at
 from voicehub_async.poller import StatusChange, StatusPoller
 from voicehub_async.stats import LatencyHistogram
 
-from .contacts import ContactRow, ContactsFormat, detect_format, fingerprint_file, read_contacts
+from .contacts import (
+    ContactRow,
+    ContactsFormat,
+    check_columns,
+    detect_format,
+    fingerprint_file,
+    read_contacts,
+)
 from .counters import Counters, bucket
 from .groupcommit import GroupCommitter
 from .hours import CallingHours
@@ -111,7 +118,8 @@ DEFAULT_MAX_WAIT: Final = 7200.0
 #: The generator yields to the loop after skipping this many rows in a row,
 #: so that resuming a long, mostly-done file does not freeze the display.
 _SKIP_BATCH: Final = 256
-_STARTED_STATES: Final = frozenset({"started", "in-progress"})
+#: Stages at which a call counts as started (for the queued-to-started delay).
+_STARTED_STAGES: Final = frozenset({CallStage.STARTED, CallStage.IN_PROGRESS})
 #: Longest sleep while waiting, so that the horizon and stops are seen promptly.
 _IDLE_STEP: Final = 1.0
 _AMBIGUOUS_AFTER_CRASH: Final = (
@@ -220,6 +228,7 @@ class Campaign:
     * ``journal``, ``results``: paths (defaults: see :func:`default_paths`);
       ``results=False`` writes no results file; ``attempts``: a path for
       one line per dial attempt (default: none).
+    * ``columns``: the file's column for a known one, e.g. ``{"to": "phone"}``.
     * ``concurrency``, ``rate_limit`` (calls per second), ``max_retries``:
       passed to the dispatcher. Give the client ``max_connections`` at least
       ``concurrency``.
@@ -264,6 +273,7 @@ class Campaign:
         results: str | Path | bool | None = None,
         attempts: str | Path | None = None,
         format: ContactsFormat | None = None,
+        columns: Mapping[str, str] | None = None,
         concurrency: int = 50,
         rate_limit: float | None = None,
         max_retries: int | None = None,
@@ -297,6 +307,7 @@ class Campaign:
         self.journal_path = db
         self.agent_id = agent_id
         self.format = format
+        self.columns = check_columns(columns)
         self.concurrency = concurrency
         self.rate_limit = rate_limit
         self.max_retries = max_retries
@@ -446,7 +457,7 @@ class Campaign:
             allow_duplicates=self.allow_duplicates,
             suppressed=suppress if suppress is not None else frozenset(),
         )
-        contacts = read_contacts(self.source, kind)
+        contacts = read_contacts(self.source, kind, columns=self.columns)
         try:
             journal = await asyncio.to_thread(
                 Journal.open, self.journal_path, durability=self.durability
@@ -1021,7 +1032,8 @@ class Campaign:
         tracked.bucket = new_bucket
         started_at = None
         now = time.time()
-        if state in _STARTED_STATES and not tracked.started:
+        started = state not in (LOST, "timed_out") and change.new.stage in _STARTED_STAGES
+        if started and not tracked.started:
             tracked.started = True
             started_at = now
             if tracked.queued_at is not None:

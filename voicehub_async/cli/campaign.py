@@ -110,8 +110,10 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
         "campaign",
         help="call every contact of a CSV or JSONL file, resumably",
         description="Call every contact of CONTACTS (CSV with a header, or JSON lines). "
-        "Columns: 'to' (required), 'agent_id', 'from', 'scheduled_at' (ISO 8601, UTC "
-        "unless it has an offset); any other column goes into the call's context. "
+        "Columns: 'to' (required), 'agent_id', 'from', 'scheduled_at' (ISO 8601 with a "
+        "zone, e.g. 2030-01-31T09:30+01:00 or ...Z; a time without one is refused); any other "
+        "column goes into the call's context; ',' ';' tab or '|' between cells. A row that "
+        "cannot be read is recorded invalid with its line and the reason, and the rest goes on. "
         "Every row is recorded in a journal before its call goes out: running the "
         "same command again resumes, and never phones anybody twice.",
         epilog="Exit status: 0 every row has a final outcome, 1 some rows are ambiguous, "
@@ -144,6 +146,14 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
     )
     files.add_argument(
         "--format", choices=("csv", "jsonl"), help="the contacts format (default: from the name)"
+    )
+    files.add_argument(
+        "--column",
+        action="append",
+        default=[],
+        metavar="KNOWN=NAME",
+        help="read the file's column NAME as to, agent_id, from or scheduled_at "
+        "(repeatable), e.g. --column to=phone",
     )
     add_campaign_options(parser)
     follow = parser.add_argument_group("following calls")
@@ -286,6 +296,22 @@ def _redial(args: argparse.Namespace) -> RedialPolicy | None:
         raise CommandError(f"--redial: {exc}", field="--redial") from None
 
 
+def _columns(args: argparse.Namespace) -> dict[str, str]:
+    from voicehub_async.campaign.contacts import check_columns
+
+    pairs = {}
+    for given in args.column:
+        known, sep, name = given.partition("=")
+        if not sep:
+            raise CommandError(f"--column {given!r}: write KNOWN=NAME, e.g. to=phone",
+                               field="--column")
+        pairs[known] = name
+    try:
+        return check_columns(pairs)
+    except ValueError as exc:
+        raise CommandError(f"--column: {exc}", field="--column") from None
+
+
 def _check_agent(args: argparse.Namespace) -> None:
     """Without --agent every row needs its own agent: refuse a CSV file with no
     agent_id column now, rather than let the journal record every row invalid
@@ -297,7 +323,7 @@ def _check_agent(args: argparse.Namespace) -> None:
     try:
         if (args.format or detect_format(args.contacts)) != "csv":
             return
-        header = csv_columns(args.contacts)
+        header = csv_columns(args.contacts, args.columns)
     except ContactsError:
         return  # the campaign itself reports an unreadable file
     if header and "agent_id" not in header:
@@ -319,6 +345,7 @@ def _campaign_command(args: argparse.Namespace) -> Any:
             raise CommandError(
                 f"no do-not-call list {path}", kind="invalid_input", field="--suppress"
             )
+    args.columns = _columns(args)
     _check_agent(args)
     client = make_client(args, max_connections=max(100, args.concurrency))
     return _run(args, client, hours, redial)
@@ -340,6 +367,7 @@ async def _run(
             journal=args.journal,
             results=args.out,
             format=args.format,
+            columns=args.columns,
             concurrency=args.concurrency,
             rate_limit=args.rate,
             max_retries=args.max_retries,
