@@ -732,6 +732,7 @@ class Campaign:
                 continue
             skipped = 0
             yield request
+        self._total_estimate = self._rows_read  # the file is read: the real total
 
     def _carry_out(self, contact: ContactRow, decision: Decision) -> CallRequest | None:
         """Do what ``decision`` says for ``contact``; the request to send, if any."""

@@ -22,12 +22,12 @@ import argparse
 import asyncio
 import contextlib
 import os
-import signal
 import sys
-import threading
 from collections.abc import Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Final
+
+from voicehub_async._signals import handle_signals
 
 from ._common import (
     EXIT_API_ERROR,
@@ -410,16 +410,33 @@ async def run_campaign(campaign: Campaign, args: argparse.Namespace) -> tuple[Ca
             ):
                 summary = await campaign.run()
         except ContactsError as exc:
-            raise CommandError(str(exc), kind="invalid_input", field="CONTACTS") from None
+            raise _refused(campaign, str(exc), "invalid_input", "CONTACTS") from None
         except SuppressionError as exc:
-            raise CommandError(str(exc), kind="invalid_input", field="--suppress") from None
+            raise _refused(campaign, str(exc), "invalid_input", "--suppress") from None
         except JournalMismatchError as exc:
-            raise CommandError(str(exc), kind="journal_mismatch", field="--journal") from None
+            raise _refused(campaign, str(exc), "journal_mismatch", "--journal") from None
         except JournalError as exc:
             raise CommandError(str(exc), exit_code=EXIT_API_ERROR, kind="journal") from None
         finally:
             campaign.close()
     return summary, (128 + received[0]) if received else summary.exit_code
+
+
+def _refused(campaign: Campaign, message: str, kind: str, field: str) -> CommandError:
+    """Exit 2 ("nothing was sent") only when that is true: the reader refuses
+    a file before its first row, but a refusal after calls went out is
+    exit 1, and says the journal holds them."""
+    progress = campaign.progress()
+    placed = progress.sent + progress.ambiguous
+    if not placed:
+        return CommandError(f"{message} (nothing was sent)", kind=kind, field=field)
+    return CommandError(
+        f"{message}; {placed} calls were placed (or may have been) before this and are in "
+        "the journal: run the same command again to resume without phoning them twice",
+        exit_code=EXIT_API_ERROR,
+        kind=kind,
+        field=field,
+    )
 
 
 def report_summary(
@@ -442,9 +459,6 @@ def _signals(campaign: Campaign, console: Console) -> Iterator[list[int]]:
     anyway if the campaign has not returned within a few seconds.
     """
     received: list[int] = []
-    if threading.current_thread() is not threading.main_thread():
-        yield received
-        return
     loop = asyncio.get_running_loop()
 
     def on_signal(signum: int) -> None:
@@ -464,18 +478,8 @@ def _signals(campaign: Campaign, console: Console) -> Iterator[list[int]]:
         # consistent at any instant (marks are committed before sending).
         loop.call_later(_ABORT_GRACE, _exit_now, 128 + signum)
 
-    installed: list[signal.Signals] = []
-    try:
-        for sig in (signal.SIGINT, signal.SIGTERM):
-            try:
-                loop.add_signal_handler(sig, on_signal, int(sig))
-                installed.append(sig)
-            except (NotImplementedError, RuntimeError):  # Windows
-                pass
+    with handle_signals(on_signal):
         yield received
-    finally:
-        for sig in installed:
-            loop.remove_signal_handler(sig)
 
 
 def _exit_now(code: int) -> None:
