@@ -22,6 +22,8 @@ def loaded_after(module: str) -> set[str]:
         # The poller depends on the StatusReader protocol, not on the client:
         # client.trigger_and_wait() importing the poller is no circle.
         ("voicehub_async.poller", {"voicehub_async.client", "aiohttp"}),
+        # Likewise the dispatcher, on the TriggerClient protocol.
+        ("voicehub_async.dispatch", {"voicehub_async.client", "aiohttp"}),
         # The simulator's call model and webhook sender need not the server.
         ("voicehub_async.simulator.calls", {"voicehub_async.simulator.server"}),
         ("voicehub_async.simulator.webhooks", {"voicehub_async.simulator.server"}),

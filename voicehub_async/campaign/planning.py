@@ -28,14 +28,18 @@ dialed by earlier runs claim their number again as they are read).
 from __future__ import annotations
 
 import sqlite3
-from collections.abc import Container
+from collections.abc import Callable, Container
 from datetime import datetime, timezone
 from typing import Final, Protocol
 
 import attrs
 
 from voicehub_async.errors import InvalidRequestError
-from voicehub_async.models import CallRequest, format_scheduled_at, prepare_request
+from voicehub_async.models import (
+    PreparedRequest,
+    format_scheduled_at,
+    prepare_request,
+)
 
 from .contacts import ContactRow, row_request
 from .hours import CallingHours
@@ -84,18 +88,21 @@ class PlanOptions:
     redial_ambiguous: bool = False
     allow_duplicates: bool = False
     suppressed: Container[str] = frozenset()
+    #: How requests are validated (``client.prepare``: its region and its
+    #: cache of numbers); default: :func:`prepare_request` with ``region``.
+    prepare: Callable[..., PreparedRequest] | None = None
 
 
 @attrs.frozen
 class Dial:
-    request: CallRequest
+    request: PreparedRequest
     attempt: int
     note: str | None = None
 
 
 @attrs.frozen
 class Redial:
-    request: CallRequest
+    request: PreparedRequest
     attempt: int
     due: float
 
@@ -106,7 +113,7 @@ class Follow:
     state: str
     attempt: int
     #: Kept when a redial policy may need to dial the contact again.
-    request: CallRequest | None = None
+    request: PreparedRequest | None = None
     #: When the call was sent scheduled (UTC): it is not read before then.
     scheduled_at: datetime | None = None
 
@@ -223,9 +230,11 @@ def _fresh(
 ) -> Decision:
     """A row to dial: validated, checked against the lists, moved into the hours."""
     try:
-        request = prepare_request(
-            row_request(contact, options.agent_id), default_region=options.region, now=now
-        )
+        raw_request = row_request(contact, options.agent_id)
+        if options.prepare is not None:
+            request = options.prepare(raw_request, now=now)
+        else:
+            request = prepare_request(raw_request, default_region=options.region, now=now)
     except InvalidRequestError as error:
         raw = contact.fields.get("to")
         return Invalid(None if raw is None else str(raw), error)
@@ -249,8 +258,8 @@ def _fresh(
 
 
 def schedule_within_hours(
-    request: CallRequest, hours: CallingHours, now: datetime
-) -> tuple[CallRequest, str | None]:
+    request: PreparedRequest, hours: CallingHours, now: datetime
+) -> tuple[PreparedRequest, str | None]:
     """``request`` (validated) with ``scheduled_at`` moved into the calling
     hours and days, and a note when an explicit ``scheduled_at`` was moved."""
     assert isinstance(request.to, str)
@@ -267,7 +276,7 @@ def schedule_within_hours(
     return attrs.evolve(request, scheduled_at=when), note
 
 
-def _without_schedule(request: CallRequest) -> CallRequest:
+def _without_schedule(request: PreparedRequest) -> PreparedRequest:
     """A redial goes when it is due: the row's own time has passed."""
     if request.scheduled_at is None:
         return request

@@ -53,7 +53,7 @@ from typing import TYPE_CHECKING, Final
 
 from voicehub_async.dispatch import Dispatcher, DispatchResult
 from voicehub_async.errors import AuthenticationError, InvalidRequestError
-from voicehub_async.models import CallRequest, CallStage, format_scheduled_at
+from voicehub_async.models import CallRequest, CallStage, PreparedRequest, format_scheduled_at
 from voicehub_async.poller import StatusChange, StatusPoller
 from voicehub_async.stats import LatencyHistogram
 
@@ -148,7 +148,7 @@ class _Entry:
         self,
         row: int,
         digest: str,
-        request: CallRequest,
+        request: PreparedRequest,
         attempt: int,
         note: str | None,
         redial: bool,
@@ -178,7 +178,7 @@ class _Tracked:
         attempt: int,
         bucket: str,
         queued_at: float | None,
-        request: CallRequest | None,
+        request: PreparedRequest | None,
         due: float | None = None,
     ) -> None:
         self.row = row
@@ -197,7 +197,9 @@ class _Due:
 
     __slots__ = ("attempt", "digest", "due", "request", "row")
 
-    def __init__(self, due: float, row: int, digest: str, attempt: int, request: CallRequest):
+    def __init__(
+        self, due: float, row: int, digest: str, attempt: int, request: PreparedRequest
+    ) -> None:
         self.due = due
         self.row = row
         self.digest = digest
@@ -456,6 +458,7 @@ class Campaign:
             redial_ambiguous=self.redial_ambiguous,
             allow_duplicates=self.allow_duplicates,
             suppressed=suppress if suppress is not None else frozenset(),
+            prepare=self.client.prepare,
         )
         contacts = read_contacts(self.source, kind, columns=self.columns)
         try:
@@ -579,9 +582,8 @@ class Campaign:
             max_retries=self.max_retries,
             on_sending=self._on_sending,
             on_result=self._on_result,
-            # Every request is validated by the plan already (numbers are
-            # compared in E.164): do not validate it twice.
-            prepared=True,
+            # Every request is a PreparedRequest from the plan (numbers are
+            # compared in E.164 there): the dispatcher does not validate it twice.
         )
         if self._stopping:
             dispatcher.stop()
@@ -787,7 +789,7 @@ class Campaign:
         self,
         row: int,
         digest: str,
-        request: CallRequest,
+        request: PreparedRequest,
         attempt: int,
         note: str | None,
         *,
@@ -985,7 +987,7 @@ class Campaign:
             self.stop()
 
     def _on_call_end(
-        self, row: int, digest: str, attempt: int, state: str, request: CallRequest | None
+        self, row: int, digest: str, attempt: int, state: str, request: PreparedRequest | None
     ) -> None:
         """A call reached its final ``state``: dial the contact again later
         if the redial policy says so (the row is then ``redial``, not final)."""

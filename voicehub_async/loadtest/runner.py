@@ -45,7 +45,7 @@ from ..errors import (
     RateLimitError,
     VoiceHubError,
 )
-from ..models import CallRequest
+from ..models import CallRequest, PreparedRequest
 from ..poller import StatusChange, StatusPoller
 from .metrics import LoadMetrics, LoadTestResult, RunInfo, nice_bucket
 from .ramp import Ramp
@@ -374,7 +374,7 @@ class LoadTest:
                     self.stop()
                     return
 
-    async def _place(self, requests: list[CallRequest]) -> None:
+    async def _place(self, requests: list[PreparedRequest]) -> None:
         config, metrics = self.config, self.metrics
         assert self._loop is not None
         loop, scale, t0 = self._loop, config.time_scale, self._t0
@@ -397,11 +397,11 @@ class LoadTest:
             self._triggers.add(task)
             task.add_done_callback(self._triggers.discard)
 
-    async def _trigger(self, request: CallRequest, sent_at: float) -> None:
+    async def _trigger(self, request: PreparedRequest, sent_at: float) -> None:
         assert self._loop is not None and self._poller is not None
         began = self._loop.time()
         try:
-            call = await self.client.trigger(request, prepared=True)
+            call = await self.client.trigger(request)
         except asyncio.CancelledError:
             # The request may have reached the service: unknown, never re-sent.
             self.metrics.record_not_placed(self.now(), "ambiguous")
