@@ -331,3 +331,46 @@ async def test_webhooks_to_any_worker_update_and_reconcile(
     for row in reconciled:
         assert row.call_id == created[row.number]  # the call the simulator made
     assert sink.reconciled == len(reconciled)
+
+
+def test_the_one_process_command_on_postgres_resumes_without_redialing(
+    postgres_url: str,
+    tmp_path: Path,
+    voicehub_simulator_factory: Any,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    import json
+
+    from voicehub_async.cli import main
+
+    sim = voicehub_simulator_factory(SimulatorConfig(time_scale=600.0))
+    monkeypatch.setenv("VOICEHUB_API_KEY", sim.api_key)
+    monkeypatch.setenv("VOICEHUB_BASE_URL", sim.base_url)
+    source = _contacts(tmp_path / "contacts.csv", 40)
+    with source.open("a") as stream:
+        stream.write("+14155550003,again\n")  # a duplicate of row 4
+    command = [
+        "campaign",
+        str(source),
+        "--journal",
+        postgres_url,
+        "--agent",
+        "agent-1",
+        "--poll-interval",
+        "0.2",
+        "--json",
+    ]
+    assert main(command) == 0
+    first = json.loads(capsys.readouterr().out)
+    assert first["counts"].get("duplicate") == 1 and first["resumed"] is False
+    assert sim.trigger_count == 40
+    assert main(command) == 0  # a resume: nothing left to dial
+    again = json.loads(capsys.readouterr().out)
+    assert again["resumed"] is True and sim.trigger_count == 40
+    # The same campaign, seen by the multi-worker commands.
+    status = ["campaign", "status", "--journal", postgres_url, "--campaign", "contacts.csv"]
+    assert main([*status, "--json"]) == 0
+    assert sum(json.loads(capsys.readouterr().out)["counts"].values()) == 41
+    lines = (tmp_path / "contacts.results.csv").read_text().splitlines()
+    assert len(lines) == 42

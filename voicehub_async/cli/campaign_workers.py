@@ -57,6 +57,18 @@ SUBCOMMANDS: Final = ("load", "work", "status", "results")
 _PREFIX: Final = "campaign-"
 
 
+def journal_target(text: str) -> Path | str:
+    """``--journal``'s type: a PostgreSQL URL as given, anything else a path."""
+    from voicehub_async.campaign.store import is_postgres_url
+
+    return text if is_postgres_url(text) else Path(text)
+
+
+def journal_default() -> str | None:
+    """``$VOICEHUB_JOURNAL_URL`` (read when the parser is built), or None."""
+    return os.environ.get(JOURNAL_URL_ENV) or None
+
+
 def route(argv: Sequence[str]) -> list[str]:
     """``campaign load ...`` -> ``campaign-load ...`` (the parser's name for it);
     anything else unchanged."""
@@ -223,7 +235,7 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
 
 
 def _url(args: argparse.Namespace) -> str:
-    from voicehub_async.campaign.store.postgres import is_postgres_url
+    from voicehub_async.campaign.store import is_postgres_url
 
     url = args.journal or os.environ.get(JOURNAL_URL_ENV)
     if not url:

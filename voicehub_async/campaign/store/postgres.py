@@ -35,7 +35,9 @@ What lives here is SQL and the transactions around it; the worker loop is in
 from __future__ import annotations
 
 import asyncio
+import functools
 import json
+import re
 import time
 import uuid
 from collections.abc import AsyncIterator, Iterator, Sequence
@@ -52,7 +54,8 @@ from voicehub_async.models import TERMINAL_STATUSES, CallRequest, prepare_reques
 
 from ..contacts import ContactRow, ContactsFormat, detect_format, fingerprint_file, read_contacts
 from ..contacts import row_request as contact_request
-from ..journal import JournalError, JournalRow
+from ..journal import AttemptRow, JournalError, JournalOp, JournalRow
+from . import is_postgres_url
 
 if TYPE_CHECKING:
     import asyncpg
@@ -143,6 +146,51 @@ CREATE TABLE workers (
 CREATE INDEX workers_campaign ON workers (campaign_id) WHERE NOT dead;
 """,
     ),
+    (
+        2,
+        """
+ALTER TABLE contacts ADD COLUMN dials integer NOT NULL DEFAULT 0;
+ALTER TABLE contacts ADD COLUMN duplicate_of integer;
+ALTER TABLE contacts ADD COLUMN redial_at double precision;
+ALTER TABLE contacts ADD COLUMN note text;
+UPDATE contacts SET dials = 1
+    WHERE call_id IS NOT NULL OR state IN ('sending', 'ambiguous', 'not_sent');
+UPDATE contacts c SET duplicate_of = substring(error FROM 'row ([0-9]+)$')::integer
+    WHERE state = 'duplicate';
+CREATE TABLE attempts (
+    campaign_id bigint NOT NULL REFERENCES campaigns (id) ON DELETE CASCADE,
+    row_no integer NOT NULL,
+    attempt integer NOT NULL,               -- 1 for a contact's first dial
+    state text NOT NULL,
+    call_id text,
+    status text,
+    requests integer NOT NULL DEFAULT 0,    -- trigger requests (retries included)
+    error text,
+    scheduled_at text,
+    sent_at double precision,
+    queued_at double precision,
+    started_at double precision,
+    finished_at double precision,
+    updated_at double precision NOT NULL,
+    PRIMARY KEY (campaign_id, row_no, attempt)
+);
+INSERT INTO attempts (campaign_id, row_no, attempt, state, call_id, status, requests, error,
+                      scheduled_at, sent_at, queued_at, started_at, finished_at, updated_at)
+    SELECT campaign_id, row_no, 1, state, call_id, status, attempts, error, scheduled_at,
+           sent_at, queued_at, started_at, finished_at, updated_at
+    FROM contacts WHERE dials = 1;
+CREATE TABLE campaign_meta (
+    campaign_id bigint NOT NULL REFERENCES campaigns (id) ON DELETE CASCADE,
+    key text NOT NULL,
+    value text NOT NULL,
+    PRIMARY KEY (campaign_id, key)
+);
+INSERT INTO campaign_meta (campaign_id, key, value)
+    SELECT id, 'source_sha256', source_sha256 FROM campaigns WHERE source_sha256 <> ''
+    UNION ALL SELECT id, 'agent_id', agent_id FROM campaigns WHERE source_sha256 <> ''
+    UNION ALL SELECT id, 'source_name', source_name FROM campaigns WHERE source_sha256 <> '';
+""",
+    ),
 )
 SCHEMA_VERSION: Final = MIGRATIONS[-1][0]
 
@@ -160,8 +208,52 @@ _COPY_COLUMNS: Final = (
 )
 _ROW_COLUMNS: Final = (
     "row_no, input_hash, number, state, call_id, status, attempts, error, recording_url, "
-    "scheduled_at"
+    "scheduled_at, dials, duplicate_of, redial_at, note"
 )
+_ATTEMPT_COLUMNS: Final = (
+    "a.row_no, a.attempt, c.number, a.state, a.call_id, a.status, a.requests, a.error, "
+    "a.scheduled_at, a.sent_at, a.queued_at, a.started_at, a.finished_at"
+)
+_PARAM: Final = re.compile(r"\?")
+_INSERT: Final = re.compile(r"\s*INSERT INTO (\w+) \(")
+
+
+@functools.lru_cache(maxsize=256)
+def translate(sql: str) -> str:
+    """A journal statement written for SQLite (``?`` parameters, tables ``rows``
+    and ``attempts`` keyed by ``row``), as PostgreSQL runs it for one campaign:
+    ``$n`` parameters, ``contacts`` keyed by ``(campaign_id, row_no)``, and the
+    campaign id as one more parameter after the statement's own.
+
+    Only the statement shapes the journal uses are accepted (an INSERT with
+    ``VALUES`` and ``ON CONFLICT``, an UPDATE or DELETE with one ``WHERE``);
+    anything else raises, so a new kind of write cannot run unscoped.
+    """
+    count = 0
+
+    def number(_match: re.Match[str]) -> str:
+        nonlocal count
+        count += 1
+        return f"${count}"
+
+    out = _PARAM.sub(number, sql)
+    campaign = f"${count + 1}"
+    out = re.sub(r"\brows\b", "contacts", out)
+    out = re.sub(r"\brow\b", "row_no", out)
+    insert = _INSERT.match(out)
+    if insert is not None and " SELECT " not in out:
+        out = out.replace(insert.group(0), f"{insert.group(0)}campaign_id, ", 1)
+        out = out.replace("VALUES (", f"VALUES ({campaign}, ", 1)
+        # In DO UPDATE a bare column is ambiguous for PostgreSQL (the row or
+        # ``excluded``?); SQLite means the row.
+        table = insert.group(1)
+        out = re.sub(r"COALESCE\(excluded\.(\w+), \1\)", rf"COALESCE(excluded.\1, {table}.\1)", out)
+        return re.sub(r"ON CONFLICT\s*\(", "ON CONFLICT (campaign_id, ", out)
+    scoped = out.count(" WHERE ") == 1 and "(SELECT" not in out
+    if re.match(r"\s*(UPDATE|DELETE)\b", out) and scoped:
+        return out.replace(" WHERE ", f" WHERE campaign_id = {campaign} AND ", 1)
+    raise ValueError(f"no PostgreSQL form for the journal statement {sql!r}")
+
 
 # -- writes a worker makes (batched by the worker, see PostgresStore.apply) -------------
 
@@ -213,11 +305,6 @@ _AMBIGUOUS_DEAD: Final = (
 
 class CampaignExistsError(JournalError):
     """A campaign of that name was loaded from another file."""
-
-
-def is_postgres_url(value: object) -> bool:
-    """True for a ``postgresql://`` (or ``postgres://``) URL: the PostgreSQL store."""
-    return isinstance(value, str) and value.startswith(("postgresql://", "postgres://"))
 
 
 def _split_url(url: str) -> tuple[str, str]:
@@ -578,8 +665,8 @@ class PostgresStore:
             await conn.execute(
                 """
                 UPDATE contacts c
-                SET state = 'duplicate', finished_at = $2,
-                    error = 'duplicate: the same number as row ' || d.first_row
+                SET state = 'duplicate', finished_at = $2, duplicate_of = d.first_row,
+                    note = 'same number as row ' || d.first_row || ': dialed once per campaign'
                 FROM (
                     SELECT row_no, min(row_no) OVER (PARTITION BY number) AS first_row
                     FROM contacts WHERE campaign_id = $1 AND state = 'pending'
@@ -593,8 +680,81 @@ class PostgresStore:
                 "SELECT count(*) FROM contacts WHERE campaign_id = $1", campaign
             )
             await conn.execute("UPDATE campaigns SET total = $2 WHERE id = $1", campaign, total)
+            # The identity a one-process run binds to (JournalStore.bind), so that
+            # `voicehub campaign CONTACTS --journal URL` resumes a loaded campaign.
+            await conn.executemany(
+                "INSERT INTO campaign_meta (campaign_id, key, value) VALUES ($1, $2, $3)",
+                [
+                    (campaign, key, value)
+                    for key, value in {
+                        "source_sha256": fingerprint.sha256,
+                        "agent_id": agent_id or "",
+                        "source_name": path.name,
+                        "source_size": str(fingerprint.size),
+                        "source_rows": str(fingerprint.approx_rows),
+                        "created_at": f"{seconds:.3f}",
+                    }.items()
+                ],
+            )
         info = await self.campaign(name)
         return LoadResult(info, True, await self.counts(info.id))
+
+    async def ensure_campaign(self, name: str) -> int:
+        """The id of campaign ``name``, made empty if new (the one-process
+        journal: its rows arrive as the file is read, its identity with
+        ``bind``)."""
+        async with self._pool.acquire() as conn, conn.transaction():
+            await conn.execute("SELECT pg_advisory_xact_lock(hashtext($1))", f"campaign {name}")
+            found = await conn.fetchval("SELECT id FROM campaigns WHERE name = $1", name)
+            if found is not None:
+                return int(found)
+            return int(
+                await conn.fetchval(
+                    "INSERT INTO campaigns (name, source_name, source_sha256, source_size) "
+                    "VALUES ($1, '', '', 0) RETURNING id",
+                    name,
+                )
+            )
+
+    async def meta(self, campaign: int) -> dict[str, str]:
+        records = await self._pool.fetch(
+            "SELECT key, value FROM campaign_meta WHERE campaign_id = $1", campaign
+        )
+        return {r[0]: r[1] for r in records}
+
+    async def set_meta(self, campaign: int, values: dict[str, str]) -> None:
+        async with self._pool.acquire() as conn, conn.transaction():
+            await conn.executemany(
+                "INSERT INTO campaign_meta (campaign_id, key, value) VALUES ($1, $2, $3) "
+                "ON CONFLICT (campaign_id, key) DO UPDATE SET value = excluded.value",
+                [(campaign, key, value) for key, value in values.items()],
+            )
+            if "source_sha256" in values:
+                await conn.execute(
+                    "UPDATE campaigns SET source_sha256 = $2, "
+                    "source_name = COALESCE($3, source_name), agent_id = COALESCE($4, agent_id) "
+                    "WHERE id = $1",
+                    campaign,
+                    values["source_sha256"],
+                    values.get("source_name"),
+                    values.get("agent_id"),
+                )
+
+    async def apply_ops(self, campaign: int, ops: Sequence[JournalOp]) -> None:
+        """The journal's typed writes, as one transaction (see :func:`translate`):
+        statements grouped by SQL, each group one ``executemany``, in ``phase``
+        order, as the SQLite journal applies them."""
+        groups: dict[str, tuple[int, list[tuple[Any, ...]]]] = {}
+        for op in ops:
+            phase = op.phase
+            for sql, params in op.statements():
+                group = groups.get(sql)
+                if group is None:
+                    groups[sql] = group = (phase, [])
+                group[1].append((*params, campaign))
+        async with self._pool.acquire() as conn, conn.transaction():
+            for sql, (_, batch) in sorted(groups.items(), key=lambda item: item[1][0]):
+                await conn.executemany(translate(sql), batch)
 
     # -- workers, claims and leases ----------------------------------------------------------
 
@@ -862,6 +1022,39 @@ class PostgresStore:
             for row in rows:
                 yield row
             last = rows[-1].row
+
+    async def attempts_after(
+        self, campaign: int, after: tuple[int, int], limit: int = 2000
+    ) -> list[AttemptRow]:
+        records = await self._pool.fetch(
+            f"SELECT {_ATTEMPT_COLUMNS} FROM attempts a JOIN contacts c "
+            "ON c.campaign_id = a.campaign_id AND c.row_no = a.row_no "
+            "WHERE a.campaign_id = $1 AND (a.row_no, a.attempt) > ($2, $3) "
+            "ORDER BY a.row_no, a.attempt LIMIT $4",
+            campaign,
+            after[0],
+            after[1],
+            limit,
+        )
+        return [AttemptRow(*r.values()) for r in records]
+
+    async def total_attempts(self, campaign: int) -> tuple[int, int]:
+        """(trigger requests, retries) over every attempt."""
+        record = await self._pool.fetchrow(
+            "SELECT COALESCE(sum(requests), 0), "
+            "COALESCE(sum(CASE WHEN requests > 1 THEN requests - 1 ELSE 0 END), 0) "
+            "FROM attempts WHERE campaign_id = $1",
+            campaign,
+        )
+        assert record is not None
+        return int(record[0]), int(record[1])
+
+    async def redials(self, campaign: int) -> int:
+        """Dial attempts after a contact's first."""
+        value = await self._pool.fetchval(
+            "SELECT count(*) FROM attempts WHERE campaign_id = $1 AND attempt > 1", campaign
+        )
+        return int(value)
 
     async def workers(self, campaign: int) -> list[WorkerInfo]:
         records = await self._pool.fetch(
