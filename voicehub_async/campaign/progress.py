@@ -31,6 +31,13 @@ def _of_total(p: CampaignProgress) -> str:
     return f"{p.processed}/{p.total}" if p.total else str(p.processed)
 
 
+def _redials(p: CampaignProgress) -> str:
+    """``, 12 redials due (next in 4m10s)`` while redials wait; else nothing."""
+    if not p.redials_waiting:
+        return ""
+    return f", {p.redials_waiting} redials due (next in {format_duration(p.next_redial)})"
+
+
 def plain_line(p: CampaignProgress) -> str:
     """One line describing ``p``, for logs."""
     return (
@@ -39,6 +46,7 @@ def plain_line(p: CampaignProgress) -> str:
         f"completed {p.completed}, not completed {p.failed} "
         f"(invalid {p.invalid}, ambiguous {p.ambiguous}), retries {p.retries}, "
         f"{p.rate:.1f} calls/s, ETA {format_duration(p.eta) if p.phase == 'dialing' else '-'}"
+        f"{_redials(p)}"
     )
 
 
@@ -65,7 +73,7 @@ def _panel(p: CampaignProgress) -> RenderableType:
         ("not completed ", "bold red"), str(p.failed),
     )  # fmt: skip
     details = Text(
-        f"invalid {p.invalid}  ambiguous {p.ambiguous}  retries {p.retries}  "
+        f"invalid {p.invalid}  ambiguous {p.ambiguous}  retries {p.retries}{_redials(p)}  "
         f"[{p.phase}, {format_duration(p.elapsed)}]",
         style="dim",
     )
