@@ -11,6 +11,7 @@ trigger that may have reached the service.
 from __future__ import annotations
 
 import asyncio
+import functools
 import json
 import logging
 import os
@@ -55,6 +56,7 @@ from .models import (
     PreparedRequest,
     Recordings,
     assume_prepared,
+    call_from_json,
     check_region,
     dumps_json,
     make_converter,
@@ -226,12 +228,16 @@ class VoiceHubClient:
         # can go without the key.
         self._auth_headers = _headers({API_KEY_HEADER: key})
         self._closed = False
-        self.converter: cattrs.Converter = make_converter()
         #: Where operations are traced and measured (:mod:`voicehub_async.telemetry`):
         #: a no-op unless ``telemetry=True`` or a provider was given.
         self.telemetry = telemetry_for(
             telemetry, tracer_provider=tracer_provider, meter_provider=meter_provider
         )
+
+    @functools.cached_property
+    def converter(self) -> cattrs.Converter:
+        """The client's cattrs converter (camelCase wire <-> models), made on first use."""
+        return make_converter()
 
     @property
     def base_url(self) -> str:
@@ -752,7 +758,7 @@ class VoiceHubClient:
 
     def _structure_call(self, data: Any, attempts: int) -> Call:
         try:
-            call = self.converter.structure(data, Call)
+            call = call_from_json(data)  # what the converter's Call hook does
         except (ValueError, TypeError, KeyError, cattrs.BaseValidationError) as exc:
             raise UnexpectedResponseError(
                 200, f"the answer is not a call ({exc})", _shown(data),
