@@ -724,8 +724,8 @@ class JournalStore(abc.ABC):
         """Up to ``limit`` rows with a number greater than ``row``, in order."""
 
     @abc.abstractmethod
-    def iter_attempts(self, chunk: int = 2000) -> Iterator[AttemptRow]:
-        """Every dial attempt, in (row, attempt) order, read in chunks."""
+    def attempts_after(self, after: tuple[int, int], limit: int = 2000) -> list[AttemptRow]:
+        """Up to ``limit`` attempts after ``(row, attempt)``, in that order."""
 
     @abc.abstractmethod
     def counts(self) -> dict[str, int]:
@@ -748,6 +748,16 @@ class JournalStore(abc.ABC):
                 return
             yield from rows
             last = rows[-1].row
+
+    def iter_attempts(self, chunk: int = 2000) -> Iterator[AttemptRow]:
+        """Every dial attempt, in (row, attempt) order, read in chunks."""
+        last = (0, 0)
+        while True:
+            found = self.attempts_after(last, chunk)
+            if not found:
+                return
+            yield from found
+            last = (found[-1].row, found[-1].attempt)
 
     def bind(self, identity: dict[str, str], *, describe: dict[str, str]) -> bool:
         """Tie the journal to a campaign's ``identity`` (source hash, agent...).
@@ -906,20 +916,13 @@ class SqliteJournal(JournalStore):
         )
         return [JournalRow(*values) for values in cursor.fetchall()]
 
-    def iter_attempts(self, chunk: int = 2000) -> Iterator[AttemptRow]:
-        """Every dial attempt, in (row, attempt) order, read in chunks."""
-        last = (0, 0)
-        while True:
-            cursor = self._reader.execute(
-                f"SELECT {_ATTEMPT_COLUMNS} FROM attempts AS a JOIN rows AS r ON r.row = a.row "
-                "WHERE (a.row, a.attempt) > (?, ?) ORDER BY a.row, a.attempt LIMIT ?",
-                (*last, chunk),
-            )
-            found = [AttemptRow(*values) for values in cursor.fetchall()]
-            if not found:
-                return
-            yield from found
-            last = (found[-1].row, found[-1].attempt)
+    def attempts_after(self, after: tuple[int, int], limit: int = 2000) -> list[AttemptRow]:
+        cursor = self._reader.execute(
+            f"SELECT {_ATTEMPT_COLUMNS} FROM attempts AS a JOIN rows AS r ON r.row = a.row "
+            "WHERE (a.row, a.attempt) > (?, ?) ORDER BY a.row, a.attempt LIMIT ?",
+            (*after, limit),
+        )
+        return [AttemptRow(*values) for values in cursor.fetchall()]
 
     def counts(self) -> dict[str, int]:
         """Rows per state."""

@@ -28,7 +28,7 @@ from __future__ import annotations
 
 import asyncio
 import threading
-from collections.abc import Coroutine, Iterator, Sequence
+from collections.abc import Coroutine, Sequence
 from typing import Any, TypeVar
 
 from ..journal import AttemptRow, Durability, JournalOp, JournalRow, JournalStore
@@ -126,23 +126,8 @@ class PostgresJournal(JournalStore):
     def rows_after(self, row: int, limit: int = 1000) -> list[JournalRow]:
         return self._runner.run(self._store.rows_after(self._campaign, row, limit))
 
-    def iter_rows(self, chunk: int = 2000) -> Iterator[JournalRow]:
-        last = 0
-        while True:
-            rows = self.rows_after(last, chunk)
-            if not rows:
-                return
-            yield from rows
-            last = rows[-1].row
-
-    def iter_attempts(self, chunk: int = 2000) -> Iterator[AttemptRow]:
-        last = (0, 0)
-        while True:
-            found = self._runner.run(self._store.attempts_after(self._campaign, last, chunk))
-            if not found:
-                return
-            yield from found
-            last = (found[-1].row, found[-1].attempt)
+    def attempts_after(self, after: tuple[int, int], limit: int = 2000) -> list[AttemptRow]:
+        return self._runner.run(self._store.attempts_after(self._campaign, after, limit))
 
     def counts(self) -> dict[str, int]:
         return self._runner.run(self._store.counts(self._campaign))
