@@ -164,11 +164,16 @@ async def test_never_above_the_cap_under_a_random_workload() -> None:
     assert worst <= 3 and pool.peak <= 3
 
 
-async def test_wait_freed_ends_on_a_release_or_the_timeout() -> None:
+async def test_wait_freed_ends_when_a_call_ends_or_at_the_timeout() -> None:
     pool = SlotPool(None, hold_timeout=60)
     await pool.acquire(0)
+    await pool.acquire(1)
+    pool.bind(0, "c0")
     waiting = await _started(pool.wait_freed(60))
-    pool.release(0)
+    pool.release(1)  # a trigger that placed nothing frees no room at the service
+    await asyncio.sleep(0)
+    assert not waiting.done()
+    pool.call_ended("c0")
     await asyncio.wait_for(waiting, 5)
     await asyncio.wait_for(pool.wait_freed(0.01), 5)
 

@@ -54,7 +54,7 @@ from collections.abc import (
     Sized,
 )
 from types import TracebackType
-from typing import TYPE_CHECKING, Any, Final, Generic, TypeVar
+from typing import TYPE_CHECKING, Any, Final, Generic, Protocol, TypeVar
 
 import attrs
 import tenacity
@@ -82,6 +82,7 @@ __all__ = [
     "OnSending",
     "Outcome",
     "RequestItem",
+    "TriggerGate",
 ]
 
 logger = logging.getLogger("voicehub_async")
@@ -156,6 +157,36 @@ class DispatchResult:
 
 #: ``on_result(result)``: returns None, or an awaitable.
 OnResult = Callable[[DispatchResult], Awaitable[object] | None]
+
+
+class TriggerGate(Protocol):
+    """Consulted around every trigger: a campaign's live-call cap and breaker.
+
+    ``acquire(index)`` is awaited before an input's first attempt (it may
+    wait: a live-call slot); ``attempted(index, error)`` is told every
+    attempt's outcome (None: it placed a call); when the service answers a
+    trigger with its concurrent-call 429, ``concurrency_limited(index,
+    delay)`` is awaited instead of slowing every worker down, and the trigger
+    is sent again (it provably placed nothing); ``settled(result)`` gets
+    every result, before ``on_result``.
+    """
+
+    async def acquire(self, index: int, /) -> None: ...
+
+    def attempted(self, index: int, error: BaseException | None, /) -> None: ...
+
+    async def concurrency_limited(self, index: int, delay: float, /) -> None: ...
+
+    def settled(self, result: DispatchResult, /) -> None: ...
+
+
+def _is_concurrency_limit(error: BaseException) -> bool:
+    """A 429 whose message says the concurrent-call limit is reached."""
+    return (
+        isinstance(error, APIStatusError)
+        and error.status == 429
+        and "concurren" in f"{error.message} {error.body}".lower()
+    )
 
 
 class _UseDefault(enum.Enum):
@@ -360,6 +391,7 @@ class Dispatcher:
         rate_limit: float | None = None,
         on_sending: OnSending | None = None,
         on_result: OnResult | None = None,
+        gate: TriggerGate | None = None,
         max_retries: int | None = None,
         timeout: float | None = None,
         prepared: bool = False,
@@ -392,6 +424,7 @@ class Dispatcher:
         self._requests = requests
         self._on_sending = on_sending
         self._on_result = on_result
+        self._gate = gate
         self._policy = policy
         self._max_retries = policy.max_retries if max_retries is None else max_retries
         self._drain_timeout = drain_timeout
@@ -613,6 +646,8 @@ class Dispatcher:
                     result = DispatchResult(index, raw, None, None, "not_sent", 0, 0.0)
                 else:
                     result = await self._send(worker, index, raw, prepared)
+                if self._gate is not None:
+                    self._gate.settled(result)
                 stats.counts[result.outcome] += 1
                 if result.attempts:
                     stats.latency.add(result.elapsed)
@@ -722,6 +757,16 @@ class Dispatcher:
         # The first error that may have placed the call: once set, this
         # input can only end ambiguous, and is reported with this error.
         placed_by: AmbiguousTriggerError | None = None
+        gate = self._gate
+        if gate is not None:
+            worker.cancellable = True
+            try:
+                await gate.acquire(index)
+            except asyncio.CancelledError:
+                self.stop()
+                return self._unsent(index, raw, None, 0, started, None)
+            finally:
+                worker.cancellable = False
         while True:
             if pacer.gated:
                 worker.cancellable = True
@@ -779,17 +824,37 @@ class Dispatcher:
                     index, raw, None, exc, "ambiguous", attempts, clock() - started
                 )
             else:
+                if gate is not None:
+                    gate.attempted(index, None)
                 return DispatchResult(
                     index, raw, call, None, _outcome_of(call), attempts, clock() - started
                 )
             finally:
                 stats.in_flight -= 1
+            if gate is not None:
+                gate.attempted(index, error)
 
             # The attempt failed; the client's policy decides what next.
             cause = error.cause if isinstance(error, AmbiguousTriggerError) else error
             if placed_by is None and isinstance(error, AmbiguousTriggerError):
                 placed_by = error
             limited = isinstance(cause, APIStatusError) and cause.status == 429
+            if limited and gate is not None and _is_concurrency_limit(cause):
+                # At the service's concurrent-call cap: nothing was placed, and
+                # only a call ending makes room. Wait for that, not the pace.
+                stats.rate_limited += 1
+                last_error = error
+                if self._stopping:
+                    return self._unsent(index, raw, last_error, attempts, started, placed_by)
+                worker.cancellable = True
+                try:
+                    await gate.concurrency_limited(index, self._retry_delay(cause, attempts))
+                except asyncio.CancelledError:
+                    self.stop()
+                    return self._unsent(index, raw, last_error, attempts, started, placed_by)
+                finally:
+                    worker.cancellable = False
+                continue
             retry = attempts <= self._max_retries and self._policy.should_retry(cause, trigger=True)
             delay = self._retry_delay(cause, attempts) if retry or limited else 0.0
             if limited:

@@ -29,13 +29,32 @@ from __future__ import annotations
 import time
 from collections import OrderedDict, deque
 from collections.abc import Callable, Hashable
+from datetime import datetime, timezone
 from typing import Final
 
 import attrs
 
 from voicehub_async.webhooks.events import CallStatusChanged
 
-__all__ = ["Reconciled", "Reconciler", "number_key"]
+__all__ = [
+    "RECONCILED",
+    "SQL_RECONCILED",
+    "Reconciled",
+    "Reconciler",
+    "number_key",
+    "reconciled_op",
+]
+
+#: The journal state of a row reconciled to a call id, until the call's first
+#: status replaces it (the note in ``error`` stays, and reaches the results).
+RECONCILED: Final = "reconciled"
+
+#: Give an ambiguous row its call id. A status written in the same commit
+#: (statements of unknown kinds run after the known ones) is kept.
+SQL_RECONCILED: Final = (
+    "UPDATE rows SET call_id = ?, error = ?, finished_at = NULL, updated_at = ?, "
+    "state = CASE WHEN state = 'ambiguous' THEN 'reconciled' ELSE state END WHERE row = ?"
+)
 
 _KEEP: Final = 120.0
 _MAX_EVENTS: Final = 10_000
@@ -69,6 +88,16 @@ class _Seen:
     call_id: str
     at: float
     arrived: float
+
+
+def reconciled_op(found: Reconciled) -> tuple[str, tuple[object, ...]]:
+    """The journal write for ``found`` (its ``row`` is the contact's row number)."""
+    when = datetime.fromtimestamp(found.event_at, timezone.utc).isoformat(timespec="seconds")
+    note = (
+        f"reconciled: the trigger's answer was lost, but a CallStatusChanged webhook at {when} "
+        f"named call {found.call_id} for this number and agent; followed to its end"
+    )
+    return (SQL_RECONCILED, (found.call_id, note, time.time(), found.row))
 
 
 class Reconciler:

@@ -69,6 +69,9 @@ from .journal import (
     JournalMismatchError,
     JournalRow,
 )
+from .live import DEFAULT_MAX_CALL_TIME, LiveControl, live_host
+from .progress import dial_rate
+from .reconcile import Reconciled, reconciled_op
 from .recordings import RecordingFetcher
 from .results import write_results
 from .summary import CampaignProgress, CampaignSummary
@@ -218,6 +221,10 @@ class Campaign:
         redial_ambiguous: bool = False,
         durability: Durability = "normal",
         now: Callable[[], datetime] | None = None,
+        max_live: int | None = None,
+        max_call_time: float = DEFAULT_MAX_CALL_TIME,
+        webhook_port: int | None = None,
+        webhook_secret: str | None = None,
     ) -> None:
         if concurrency < 1:
             raise ValueError("concurrency must be at least 1")
@@ -242,6 +249,15 @@ class Campaign:
         self.redial_ambiguous = redial_ambiguous
         self.durability: Durability = durability
         self._now = now or (lambda: datetime.now(timezone.utc))
+        self._live = LiveControl(
+            host=live_host(client),
+            stop=self.stop,
+            max_live=max_live,
+            max_call_time=max_call_time,
+            follow=poll,
+            webhook_port=webhook_port,
+            webhook_secret=webhook_secret,
+        )
 
         self._counters = _Counters()
         self._entries: dict[int, _Entry] = {}
@@ -294,6 +310,12 @@ class Campaign:
     def stopping(self) -> bool:
         return self._stopping
 
+    @property
+    def live(self) -> LiveControl:
+        """The live-call cap, the stop-early breaker and webhooks of this campaign
+        (``live.cause`` says why dialing stopped early, if it did)."""
+        return self._live
+
     def progress(self) -> CampaignProgress:
         """A snapshot of where the campaign is (cheap; for progress displays)."""
         c = self._counters
@@ -301,7 +323,7 @@ class Campaign:
         elapsed = 0.0 if self._started_at is None else now - self._started_at
         dispatcher = self._dispatcher
         stats = dispatcher.stats if dispatcher is not None else None
-        rate = stats.throughput if stats is not None and stats.elapsed > 0.5 else 0.0
+        rate = dial_rate(stats) if stats is not None and stats.elapsed > 0.5 else 0.0
         total = self._total_estimate
         eta = None
         if total is not None and rate > 0 and self._phase == "dialing":
@@ -322,6 +344,7 @@ class Campaign:
             rate=rate,
             eta=eta,
             elapsed=elapsed,
+            waiting=self._live.waiting(),
         )
 
     # -- the run -------------------------------------------------------------------------
@@ -392,10 +415,13 @@ class Campaign:
                     self.client, writer, retry_delay=self.poll_interval
                 )
             try:
-                await self._dial(journal, contacts)
-                self._phase = "waiting"
-                if poller is not None and not self._stopping:
-                    await self._wait_for_calls(poller)
+                async with self._live.serving(
+                    poller, known=self._calls.__contains__, on_reconciled=self._on_reconciled
+                ):
+                    await self._dial(journal, contacts)
+                    self._phase = "waiting"
+                    if poller is not None and not self._stopping:
+                        await self._wait_for_calls(poller)
             finally:
                 if poller is not None:
                     await poller.aclose()
@@ -433,6 +459,7 @@ class Campaign:
             max_retries=self.max_retries,
             on_sending=self._on_sending,
             on_result=self._on_result,
+            gate=self._live,
             # With calling hours every row is validated here already (the
             # number's zones are needed first): do not validate it twice.
             prepared=self.calling_hours is not None,
@@ -481,6 +508,7 @@ class Campaign:
         counts["pending"] += max(0, total - sum(counts.values()))
         if not counts["pending"]:
             del counts["pending"]
+        self._total_estimate = total  # the progress bar ends at the real total
         dispatcher = self._dispatcher
         stats = dispatcher.stats if dispatcher is not None else None
         assert self._started_at is not None
@@ -492,7 +520,7 @@ class Campaign:
             retries=stats.retries if stats else 0,
             rate_limited=stats.rate_limited if stats else 0,
             placed=(stats.queued + stats.scheduled) if stats else 0,
-            throughput=(stats.completed / stats.elapsed) if stats and stats.elapsed > 0 else 0.0,
+            throughput=dial_rate(stats),
             latency_p50=stats.latency_p50 if stats else None,
             latency_p95=stats.latency_p95 if stats else None,
             latency_p99=stats.latency_p99 if stats else None,
@@ -632,6 +660,7 @@ class Campaign:
         if poller is None or poller.closed:
             return
         self._calls[previous.call_id] = _Tracked(row, bucket, None)
+        self._live.resumed(previous.call_id)
         poller.track(previous.call_id)
 
     def _record_invalid(self, row: int, digest: str, raw: object, error: BaseException) -> None:
@@ -718,10 +747,25 @@ class Campaign:
         c.failed += 1
         if state == AMBIGUOUS:
             c.ambiguous += 1
+            self._live.ambiguous(entry.row, result)
         if isinstance(result.error, AuthenticationError) and self._fatal is None:
             # Every other row would be refused the same way.
             self._fatal = result.error
             self.stop()
+
+    def _on_reconciled(self, found: Reconciled) -> None:
+        """A webhook told which call an ambiguous row placed: follow it."""
+        assert self._writer is not None and isinstance(found.row, int)
+        self._writer.write(reconciled_op(found))
+        c = self._counters
+        c.failed -= 1
+        c.ambiguous -= 1
+        c.sent += 1
+        c.in_progress += 1
+        poller = self._poller
+        if poller is not None and not poller.closed:
+            self._calls[found.call_id] = _Tracked(found.row, "in_progress", None)
+            poller.track(found.call_id)
 
     # -- following calls ---------------------------------------------------------------------
 
@@ -762,6 +806,7 @@ class Campaign:
         )
         if final:
             del self._calls[change.call_id]
+            self._live.call_ended(change.call_id)
             if self._poller is not None:
                 # The poller keeps final changes for late waiters; nobody waits
                 # here, and a million of them would be a million entries.

@@ -157,32 +157,37 @@ class SlotPool:
         (or was never sent). Does nothing when ``key`` holds no slot."""
         if key in self._sending:
             self._sending.discard(key)
-            self._free()
+            self._serve()
             return
         handle = self._held.pop(key, None)
         if handle is not None:
             handle.cancel()
             self._free()
 
-    def bind(self, key: Hashable, call_id: str, *, timeout: float | None = None) -> None:
+    def bind(self, key: Hashable, call_id: str, *, timeout: float | None = None) -> bool:
         """The trigger ``key`` placed ``call_id``: its slot now follows that call,
         until :meth:`call_ended` (or ``timeout`` seconds, for a call nobody follows).
 
         Works for a trigger still out and for an ambiguous one held (the
         row was reconciled to its call). A call already bound keeps its slot:
-        the key's is given back.
+        the key's is given back. False when ``key`` held no slot.
         """
         if key in self._sending:
             self._sending.discard(key)
         else:
             handle = self._held.pop(key, None)
             if handle is None:
-                return  # no slot for this key (cancelled before it got one)
+                return False  # no slot for this key (its hold timed out, say)
             handle.cancel()
         if call_id in self._calls:
-            self._free()
-            return
+            self._serve()
+            return True
         self._calls[call_id] = None if timeout is None else self._expiry(timeout, call_id)
+        return True
+
+    def has_call(self, call_id: str) -> bool:
+        """True while ``call_id`` holds a slot."""
+        return call_id in self._calls
 
     def hold(self, key: Hashable) -> None:
         """The trigger ``key`` is ambiguous: keep its slot until :meth:`bind`
@@ -235,7 +240,7 @@ class SlotPool:
             self.lowered += 1
 
     async def wait_freed(self, timeout: float) -> None:
-        """Wait until one of our slots is given back, or ``timeout`` seconds.
+        """Wait until a call of ours ends, or ``timeout`` seconds.
 
         What a trigger refused with the concurrent-call 429 does instead of
         slowing everybody down: the service will take it once a call ends.
@@ -259,7 +264,8 @@ class SlotPool:
             self.peak = self.in_use
 
     def _free(self) -> None:
-        """One slot became free: hand it to the first waiter, wake watchers."""
+        """A call of ours ended (or is presumed ended): hand its slot to the
+        first waiter, and wake the triggers refused at the service's cap."""
         self._strikes = 0
         freed = self._freed
         if freed:

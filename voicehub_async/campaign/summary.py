@@ -40,7 +40,9 @@ class CampaignProgress:
     sent, lost). ``rate`` is rows per second sent by this run, ``eta`` the
     seconds until every row is sent at that rate (None when unknown).
     ``phase``: ``starting``, ``dialing``, ``waiting`` (all sent, following
-    calls), ``stopping``, ``done``.
+    calls), ``stopping``, ``done``. ``waiting`` says what dialing waits for
+    right now (``cannot reach <host> (...)``, ``live-call cap: 5 of 5 calls
+    live``), None when nothing holds it up.
     """
 
     phase: str
@@ -57,6 +59,7 @@ class CampaignProgress:
     rate: float
     eta: float | None
     elapsed: float
+    waiting: str | None = None
 
 
 @attrs.frozen
@@ -66,8 +69,9 @@ class CampaignSummary:
     ``counts`` is rows per state over the whole journal (all runs), e.g.
     ``{"completed": 700, "busy": 98, "invalid": 2}``. Figures of this run:
     ``requests`` (trigger requests sent), ``retries``, ``rate_limited``
-    (429 answers), ``throughput`` (triggers answered per second while
-    dialing), trigger latency percentiles (seconds, retries included),
+    (429 answers), ``throughput`` (calls placed per second while dialing:
+    the rate the live display shows, :func:`~.progress.dial_rate`), trigger
+    latency percentiles (seconds, retries included),
     queued-to-started percentiles, and ``wall_time``. ``resumed`` is True
     when the journal already existed; ``interrupted`` when the run was
     stopped before every row was dealt with.
