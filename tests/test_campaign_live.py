@@ -202,3 +202,84 @@ def test_progress_shows_one_rate_and_what_dialing_waits_for() -> None:
     assert "waiting: cannot reach h (refused)" in line and "calls/s" not in line
     # More rows dealt with than the estimate: the bar's end follows.
     assert "rows 12/12" in plain_line(CampaignProgress(**{**base, "processed": 12}))
+
+
+# -- the concurrent-call 429 -----------------------------------------------------------
+
+
+async def test_a_concurrent_call_429_waits_for_a_call_to_end_and_keeps_the_pace(
+    sim: Simulator, client: VoiceHubClient, tmp_path: Path
+) -> None:
+    limit = Fault.status(429, {"message": "Concurrent call limit exceeded"})
+    sim.inject(limit, endpoint="trigger", times=6)
+    source = write_contacts(tmp_path / "contacts.csv", 30)
+    campaign = make_campaign(client, source, concurrency=4, max_retries=1)
+    summary = await campaign.run()
+    # Not failed after max_retries: each refused trigger waited and went again.
+    assert summary.ok and summary.counts == {"completed": 30}
+    assert summary.rate_limited == 6
+    assert sorted(sim.placed_counts().values()) == [1] * 30
+    dispatcher = campaign._dispatcher
+    assert dispatcher is not None and dispatcher.stats.rate is None  # the pace never halved
+    assert campaign.live.concurrency_limited_count == 6
+
+
+async def test_a_plain_429_still_slows_everybody_down(
+    sim: Simulator, client: VoiceHubClient, tmp_path: Path
+) -> None:
+    sim.inject(Fault.rate_limited(retry_after=0), endpoint="trigger", times=1)
+    source = write_contacts(tmp_path / "contacts.csv", 10)
+    campaign = make_campaign(client, source, concurrency=2)
+    summary = await campaign.run()
+    assert summary.ok and summary.rate_limited == 1
+    dispatcher = campaign._dispatcher
+    assert dispatcher is not None and dispatcher.stats.rate is not None
+    assert campaign.live.concurrency_limited_count == 0
+
+
+# -- the live-call cap, counted by the simulator -------------------------------------------
+
+
+async def test_max_live_is_never_exceeded_as_the_simulator_counts_even_with_ambiguous_triggers(
+    tmp_path: Path,
+) -> None:
+    async with Simulator(SimulatorConfig(time_scale=200, lifecycle=FAST)) as sim:
+        # Ambiguous triggers: each creates a live call whose fate the campaign
+        # never learns (no webhooks); their slots must stay taken meanwhile.
+        sim.inject(Fault.reset(create=True), endpoint="trigger", times=3)
+        source = write_contacts(tmp_path / "contacts.csv", 80)
+        async with VoiceHubClient(sim.api_key, base_url=sim.base_url) as client:
+            # Calls last well under 1 s here: 1 s outlives any of them.
+            campaign = make_campaign(client, source, concurrency=20, max_live=5, max_call_time=1.0)
+            summary = await campaign.run()
+        samples = [t.live_calls for t in sim.triggers]
+        assert summary.counts == {"completed": 77, "ambiguous": 3}
+        assert len(samples) == 80 and max(samples) <= 5 and sim.max_live_seen() <= 5
+        assert max(samples) == 5  # the cap was used, not merely respected
+        slots = campaign.live.slots
+        assert slots is not None and slots.expired == 3 and slots.in_use == 0
+
+
+async def test_the_services_concurrent_call_limit_without_max_live_completes_at_pace(
+    tmp_path: Path,
+) -> None:
+    from voicehub_async.simulator import FaultConfig
+
+    config = SimulatorConfig(
+        time_scale=200, lifecycle=FAST, faults=FaultConfig(max_live_calls=5)
+    )
+    async with Simulator(config) as sim:
+        source = write_contacts(tmp_path / "contacts.csv", 80)
+        async with VoiceHubClient(sim.api_key, base_url=sim.base_url) as client:
+            campaign = make_campaign(client, source, concurrency=20, max_retries=1)
+            summary = await campaign.run()
+        assert summary.ok and summary.counts == {"completed": 80}
+        assert sorted(sim.placed_counts().values()) == [1] * 80
+        # The 429s made triggers wait for calls to end; they did not halve
+        # the pace, and the campaign learnt the limit instead of hitting it
+        # on every trigger.
+        dispatcher = campaign._dispatcher
+        assert dispatcher is not None and dispatcher.stats.rate is None
+        slots = campaign.live.slots
+        assert slots is not None and slots.limit is not None and slots.limit <= 5
+        assert 0 < summary.rate_limited < 40

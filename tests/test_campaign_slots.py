@@ -109,33 +109,54 @@ async def test_a_newcomer_cannot_take_a_slot_handed_to_a_waiter() -> None:
     newcomer.cancel()
 
 
-async def test_concurrent_call_429s_lower_the_limit_to_the_calls_live() -> None:
+async def test_concurrent_call_429s_that_keep_coming_lower_the_limit() -> None:
     now = [0.0]
-    pool = SlotPool(None, hold_timeout=60, lower_after=3, probe_after=30, clock=lambda: now[0])
+    pool = SlotPool(None, hold_timeout=60, lower_after=2, probe_after=30, clock=lambda: now[0])
     for key in range(4):
         await pool.acquire(key)
     pool.bind(0, "c0")
     pool.bind(1, "c1")
-    pool.release(2)
-    pool.release(3)
-    assert pool.limit is None
-    pool.concurrency_limited()
-    pool.concurrency_limited()
-    assert pool.limit is None
-    pool.concurrency_limited()
+    # One 429: the trigger waits (here: the short delay) and goes again; no lowering.
+    await asyncio.wait_for(pool.refused(2, 0.01), 5)
+    assert pool.limit is None and pool.in_use == 4
+    # It keeps happening: the service is at its cap with our 2 live calls.
+    again = await _started(pool.refused(3, 0.01))
     assert pool.limit == 2 and pool.lowered == 1
-    blocked = await _started(pool.acquire(9))
-    assert not blocked.done()
-    # Quiet for probe_after seconds: the next acquire grows the limit by one,
-    # and the slot goes to the trigger that waited first.
-    now[0] = 31.0
-    newcomer = await _started(pool.acquire(10))
+    await asyncio.sleep(0.05)
+    assert not again.done()  # the limit is reached: it waits for a call to end
+    # Trigger 2 was out already and succeeds: the service had room for 3.
+    pool.bind(2, "c2")
     assert pool.limit == 3
-    await asyncio.wait_for(blocked, 5)
-    assert not newcomer.done()
     pool.call_ended("c0")
-    await asyncio.wait_for(newcomer, 5)
+    await asyncio.wait_for(again, 5)
     assert pool.in_use == 3
+    # Quiet for probe_after seconds: the next acquire grows the limit by one...
+    now[0] = 31.0
+    await asyncio.wait_for(pool.acquire(4), 5)
+    assert pool.limit == 4
+    # ...and a 429 right after the probe lowers it at once, to the calls live.
+    now[0] = 32.0
+    probe = await _started(pool.refused(4, 0.01))
+    assert pool.limit == 2 and pool.lowered == 2
+    probe.cancel()
+
+
+async def test_the_limit_never_grows_above_the_cap() -> None:
+    now = [0.0]
+    pool = SlotPool(2, hold_timeout=60, lower_after=1, probe_after=1, clock=lambda: now[0])
+    await pool.acquire(0)
+    await pool.acquire(1)
+    pool.bind(0, "c0")
+    refused = await _started(pool.refused(1, 0.01))
+    assert pool.limit == 1
+    pool.call_ended("c0")
+    await asyncio.wait_for(refused, 5)
+    pool.release(1)
+    for step in range(1, 5):
+        now[0] = 10.0 * step
+        await pool.acquire(("k", step))
+        pool.release(("k", step))
+    assert pool.limit == 2
 
 
 async def test_never_above_the_cap_under_a_random_workload() -> None:

@@ -161,10 +161,7 @@ class LiveControl:
         if slots is None:
             await _sleep(delay)
             return
-        slots.release(index)
-        slots.concurrency_limited()
-        await slots.wait_freed(delay)
-        await slots.acquire(index)
+        await slots.refused(index, delay)
 
     def settled(self, result: DispatchResult) -> None:
         """Input ``result.index`` has its result: its slot follows the call, is

@@ -17,11 +17,17 @@ under such a cap (calls last minutes); counting live calls can. A slot is:
 
 The pool also learns: when the service answers the concurrent-call 429
 although the pool had room (another campaign on the same account, or a cap
-below ``--max-live``), :meth:`SlotPool.concurrency_limited` counts it, and
-after ``lower_after`` of them the pool's limit drops to the calls this
-campaign has live (at least 1). Every ``probe_after`` seconds without such a
-429 the limit grows back by one, up to the configured cap, so that capacity
-freed elsewhere is used again.
+below ``--max-live``), the refused trigger waits for one of our calls to end
+(:meth:`SlotPool.refused`). If it keeps happening (``lower_after`` such 429s
+within ``probe_after`` seconds) each one lowers the pool's limit to the calls
+this campaign has live: the service is at its cap with those (plus whatever
+else the account runs). Triggers that were already out when the limit came
+down and succeed prove the service had room for them: the limit follows them
+up (:meth:`SlotPool.bind`), so that a burst of 429s at the start does not
+leave the limit below what the service allows. Every ``probe_after`` seconds
+without such a 429 the limit grows back by one, up to the configured cap, so
+that capacity freed elsewhere is used again; a 429 right after such a probe
+lowers it at once.
 
 A slot is named by a hashable key (the dispatcher's input index while the
 trigger is out); a bound slot is named by its call id. All methods are
@@ -41,8 +47,8 @@ __all__ = ["SlotPool"]
 
 logger = logging.getLogger("voicehub_async.campaign")
 
-#: Concurrent-call 429s (with no call of ours ending in between) before the limit drops.
-_LOWER_AFTER: Final = 3
+#: Concurrent-call 429s within ``_PROBE_AFTER`` seconds before each one lowers the limit.
+_LOWER_AFTER: Final = 2
 #: Seconds without a concurrent-call 429 before a lowered limit grows by one.
 _PROBE_AFTER: Final = 30.0
 
@@ -86,9 +92,9 @@ class SlotPool:
         self._freed: list[asyncio.Future[None]] = []
         # Slots handed to woken waiters that have not run yet: taken already.
         self._handed = 0
-        self._strikes = 0
+        self._strikes: deque[float] = deque()
         self._limited_at: float | None = None
-        self._raised_at = 0.0
+        self._raised_at: float | None = None
         self.peak = 0
         self.lowered = 0
         self.expired = 0
@@ -183,6 +189,10 @@ class SlotPool:
             self._serve()
             return True
         self._calls[call_id] = None if timeout is None else self._expiry(timeout, call_id)
+        limit = self._limit
+        if limit is not None and self.lowered and self.live > limit:
+            # The service took this call with that many of ours live: it has room.
+            self._limit = self.live if self.cap is None else min(self.cap, self.live)
         return True
 
     def has_call(self, call_id: str) -> bool:
@@ -216,26 +226,41 @@ class SlotPool:
 
     # -- the service's own cap -----------------------------------------------------------
 
-    def concurrency_limited(self) -> None:
-        """The service answered the concurrent-call 429 to one of our triggers.
+    async def refused(self, key: Hashable, delay: float) -> None:
+        """The service answered the trigger ``key`` with its concurrent-call 429.
 
-        After ``lower_after`` of them the limit drops to the calls we have
-        live (the service is at its cap with those, plus whatever else the
-        account runs).
+        Learn from it (see the module documentation), give the slot back,
+        wait until one of our calls ends (or ``delay`` seconds: the calls
+        filling the service may be somebody else's), and take a slot again.
         """
-        self._limited_at = self._clock()
-        self._strikes += 1
-        if self._strikes < self._lower_after:
+        self._note_refused()
+        self.release(key)
+        await self.wait_freed(delay)
+        await self.acquire(key)
+
+    def _note_refused(self) -> None:
+        now = self._clock()
+        self._limited_at = now
+        strikes = self._strikes
+        strikes.append(now)
+        while strikes and now - strikes[0] > self._probe_after:
+            strikes.popleft()
+        probing = self._raised_at is not None and now - self._raised_at < self._probe_after
+        if len(strikes) < self._lower_after and not probing:
             return
-        self._strikes = 0
+        self._raised_at = None
+        # The service is at its cap with our live calls (and maybe others').
         new = max(1, self.live)
         if self._limit is None or new < self._limit:
-            logger.warning(
-                "campaign: the service's concurrent-call limit was reached with %d call(s) "
-                "of this campaign live; using a live-call cap of %d",
-                self.live,
-                new,
-            )
+            if self.lowered == 0 or self._limit is None:
+                logger.warning(
+                    "campaign: the service's concurrent-call limit was reached with %d "
+                    "call(s) of this campaign live; lowering the live-call cap to %d",
+                    self.live,
+                    new,
+                )
+            else:
+                logger.info("campaign: concurrent-call limit again; live-call cap now %d", new)
             self._limit = new
             self.lowered += 1
 
@@ -266,7 +291,6 @@ class SlotPool:
     def _free(self) -> None:
         """A call of ours ended (or is presumed ended): hand its slot to the
         first waiter, and wake the triggers refused at the service's cap."""
-        self._strikes = 0
         freed = self._freed
         if freed:
             self._freed = []
@@ -314,10 +338,8 @@ class SlotPool:
         if self._limited_at is None:
             return
         now = self._clock()
-        if (
-            now - self._limited_at >= self._probe_after
-            and now - self._raised_at >= self._probe_after
-        ):
+        last = max(self._limited_at, self._raised_at or self._limited_at)
+        if now - last >= self._probe_after:
             self._raised_at = now
             self._limit = limit + 1
             self._serve()
