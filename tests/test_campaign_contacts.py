@@ -30,7 +30,7 @@ def test_csv_rows_known_columns_and_context(tmp_path: Path) -> None:
         "+14155550100,,,,Ada,1\n"
         "\n"
         ",,,, ,\n"
-        "+14155550101,agent-x,+14155550199,2030-01-31T09:30,Alan,2\n",
+        "+14155550101,agent-x,+14155550199,2030-01-31T09:30Z,Alan,2\n",
     )
     rows = list(read_contacts(path))
     assert [r.row for r in rows] == [1, 2]  # blank lines are not contacts
@@ -42,7 +42,6 @@ def test_csv_rows_known_columns_and_context(tmp_path: Path) -> None:
     second = row_request(rows[1], "agent-default")
     assert second.agent_id == "agent-x"
     assert second.from_number == "+14155550199"
-    # No zone written: UTC, the zone the SDK always sends.
     assert second.scheduled_at == datetime(2030, 1, 31, 9, 30, tzinfo=timezone.utc)
 
 

@@ -484,6 +484,15 @@ async def test_missing_or_wrong_secret_is_401_and_not_logged(
         (body(eventType=None), "body lacks eventType"),
         (body(callId=None), "body lacks callId"),
         (body(timestamp="next tuesday"), "not ISO 8601"),
+        # Hostile bodies, with the right secret: a 400, never a 500.
+        (b"[" * 20000 + b"]" * 20000, "nested too deeply"),
+        (b'{"eventType": "CallStatusChanged", "callId": "c", "deep": ' + b"[" * 20000 + b"}",
+         "nested too deeply"),
+        (b'{"eventType": "CallStatusChanged", "callId": ' + b"7" * 5000 + b"}", "not JSON"),
+        (b'{"eventType": "CallStatusChanged", "callId": 1e999999}', "callId must be a string"),
+        (b'{"eventType": "CallStatusChanged", "callId": "caf\xe9", "status": "x"}', "UTF-8"),
+        (b"\xc3\x28", "UTF-8"),
+        (body(timestamp="9" * 5000), "not ISO 8601"),
     ],
 )
 async def test_bad_bodies_are_400_with_a_reason(
@@ -936,3 +945,62 @@ async def test_asgi_counts_streamed_bytes_without_content_length() -> None:
     assert sent[0]["status"] == 413
     assert len(chunks) == 1  # stopped reading once over the limit
     assert receiver.stats.refused == 0  # never got as far as the receiver
+
+
+@pytest.mark.parametrize("declared", ["\u00b2", "9" * 5000, "-1", "12 34", ""])
+async def test_asgi_odd_content_lengths_never_raise(declared: str) -> None:
+    # "\u00b2" (a latin-1 byte) passes str.isdigit() but not int(); 5,000
+    # digits are more than int() converts. Neither may escape the app.
+    app = WebhookASGIApp(WebhookReceiver(SECRET), max_body=1000)
+    messages = [{"type": "http.request", "body": body(), "more_body": False}]
+    sent: list[Any] = []
+
+    async def receive() -> dict[str, Any]:
+        return messages.pop(0)
+
+    async def send(message: Any) -> None:
+        sent.append(message)
+
+    headers = [
+        (b"x-webhook-secret", SECRET.encode()),
+        (b"content-length", declared.encode("latin-1")),
+    ]
+    await app({"type": "http", "method": "POST", "headers": headers}, receive, send)
+    assert sent[0]["status"] in (200, 413)
+    assert sent[0]["status"] == (413 if declared == "9" * 5000 else 200)
+
+
+async def test_an_unforeseen_parsing_failure_is_a_400_not_a_500(
+    serve: Serve, session: aiohttp.ClientSession, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import voicehub_async.webhooks.receiver as receiver_module
+
+    def broken(*args: Any) -> Any:
+        raise RuntimeError("a bug in the parser")
+
+    monkeypatch.setattr(receiver_module, "parse_event", broken)
+    receiver = WebhookReceiver(SECRET)
+    async with serve(receiver) as url:
+        answered, data = await post(session, url, body())
+    assert answered == 400 and "cannot be parsed" in data["error"]
+    assert receiver.stats.refused == 1
+
+
+async def test_a_receiver_bug_is_answered_500_not_raised(monkeypatch: pytest.MonkeyPatch) -> None:
+    receiver = WebhookReceiver(SECRET)
+
+    async def broken(*args: Any) -> Any:
+        raise RuntimeError("a bug in the receiver")
+
+    monkeypatch.setattr(receiver, "receive", broken)
+    app = WebhookASGIApp(receiver)
+    sent: list[Any] = []
+
+    async def receive() -> dict[str, Any]:
+        return {"type": "http.request", "body": body(), "more_body": False}
+
+    async def send(message: Any) -> None:
+        sent.append(message)
+
+    await app({"type": "http", "method": "POST", "headers": []}, receive, send)
+    assert sent[0]["status"] == 500

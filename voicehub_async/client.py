@@ -14,7 +14,6 @@ import asyncio
 import json
 import logging
 import os
-import re
 import secrets
 from collections.abc import AsyncIterable, Iterable, Mapping
 from datetime import datetime
@@ -35,6 +34,7 @@ from .errors import (
     InvalidRequestError,
     UnexpectedResponseError,
     VoiceHubError,
+    error_message,
     status_error_class,
 )
 from .models import (
@@ -56,8 +56,6 @@ logger = logging.getLogger("voicehub_async")
 
 API_KEY_HEADER: Final = "x-dq-api-key"
 TRIGGER_PATH: Final = "/api/v1/calls/api-call"
-_MESSAGE_KEYS: Final = ("message", "error", "detail", "msg", "error_description", "title")
-_TITLE_RE: Final = re.compile(rb"<title[^>]*>(.*?)</title>", re.IGNORECASE | re.DOTALL)
 _DOWNLOAD_CHUNK: Final = 64 * 1024
 
 
@@ -73,33 +71,6 @@ def _check_call_id(call_id: Any) -> str:
     if not isinstance(call_id, str) or not call_id.strip():
         raise InvalidRequestError("call_id", call_id, "a non-empty string is required")
     return call_id
-
-
-def _error_message(body: bytes, reason: str | None) -> str:
-    """The service's message from an error body: JSON, HTML or empty."""
-    text = body.strip()
-    if text.startswith((b"{", b"[")):
-        try:
-            data = json.loads(text)
-        except ValueError:
-            data = None
-        if isinstance(data, Mapping):
-            for key in _MESSAGE_KEYS:
-                value = data.get(key)
-                if isinstance(value, str) and value:
-                    return value
-                if isinstance(value, Mapping) and isinstance(value.get("message"), str):
-                    return str(value["message"])
-                if isinstance(value, list) and value and all(isinstance(v, str) for v in value):
-                    # e.g. {"message": ["to must be a phone number", ...]}
-                    return "; ".join(value)
-    elif text.startswith(b"<"):
-        match = _TITLE_RE.search(text)
-        if match:
-            return match.group(1).decode("utf-8", "replace").strip()
-    elif text and len(text) <= 200:
-        return text.decode("utf-8", "replace")
-    return reason or "error"
 
 
 def _transport_error(
@@ -276,7 +247,10 @@ class VoiceHubClient:
             return json.loads(body)
         except ValueError:
             raise UnexpectedResponseError(
-                status, "the answer is not JSON", body.decode("utf-8", "replace")
+                status,
+                "the answer is not JSON",
+                body.decode("utf-8", "replace"),
+                secret=self._api_key,
             ) from None
 
     def _status_error(
@@ -292,18 +266,15 @@ class VoiceHubClient:
                 "not followed so that the API key never goes to another host: check base_url"
             )
         else:
-            message = _error_message(body, response.reason)
+            message = error_message(body, response.reason)
         return status_error_class(status)(
             status,
-            self._redact(message),
-            self._redact(text),
+            message,
+            text,
             headers,
             retry_after=parse_retry_after(response.headers.get("Retry-After")),
+            secret=self._api_key,  # some services echo a refused key, headers included
         )
-
-    def _redact(self, text: str) -> str:
-        """``text`` without the API key: some services echo a refused key in the error."""
-        return text.replace(self._api_key, "<redacted>") if self._api_key in text else text
 
     @staticmethod
     def _log(method: str, path: str, status: int, attempt: int, seconds: float) -> None:
@@ -610,14 +581,16 @@ class VoiceHubClient:
             call = self.converter.structure(data, Call)
         except (ValueError, TypeError, KeyError, cattrs.BaseValidationError) as exc:
             raise UnexpectedResponseError(
-                200, f"the answer is not a call ({exc})", json.dumps(data)[:500]
+                200, f"the answer is not a call ({exc})", json.dumps(data),
+                secret=self._api_key,
             ) from None
         raw_id = data["id"]
         if isinstance(raw_id, bool) or not isinstance(raw_id, (str, int)) or not call.id.strip():
             # Not a call that can be followed (an id "None" or ""): for a
             # trigger, ambiguous like any other answer without a readable call.
             raise UnexpectedResponseError(
-                200, f"the answer's call id {raw_id!r} is unusable", json.dumps(data)[:500]
+                200, f"the answer's call id {raw_id!r} is unusable", json.dumps(data),
+                secret=self._api_key,
             )
         if attempts != 1:
             call = attrs.evolve(call, attempts=attempts)

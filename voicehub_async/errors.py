@@ -6,14 +6,25 @@ a refusal by the service, a failure to connect) and :class:`AmbiguousTriggerErro
 where a call *may* have been placed: a trigger is not idempotent, so that case
 is never retried silently and is reported as such.
 
-No exception text ever contains the API key: messages are built from the
-method, the path, the status and the (truncated) body the service answered.
+No exception ever holds the API key: messages are built from the method,
+the path, the status and the (truncated) body the service answered, and an
+error that keeps the answer (:class:`APIStatusError`,
+:class:`UnexpectedResponseError`) is given the key (``secret=``) and removes
+it from everything it keeps, its message, body and headers (names and
+values) alike, in its constructor: some services echo a refused key in the
+body or in a ``WWW-Authenticate`` header, and headers are what people log.
+It is the one place that redacts an answer, so no caller can forget a part.
+
+:func:`error_message` is the one reading of what an error body says (JSON,
+HTML or plain text, whatever the service answered).
 """
 
 from __future__ import annotations
 
+import json
+import re
 from collections.abc import Mapping
-from typing import Any
+from typing import Any, Final
 
 __all__ = [
     "APIConnectionError",
@@ -30,11 +41,75 @@ __all__ = [
     "ServerError",
     "UnexpectedResponseError",
     "VoiceHubError",
+    "error_message",
+    "redact",
     "status_error_class",
 ]
 
 #: How much of an error body an exception keeps, in characters.
 BODY_LIMIT = 2000
+#: How much of a message found in an error body an exception keeps.
+MESSAGE_LIMIT: Final = 500
+#: What stands where the key was.
+REDACTED: Final = "<redacted>"
+
+_MESSAGE_KEYS: Final = ("message", "error", "detail", "msg", "error_description", "title")
+_TITLE_RE: Final = re.compile(rb"<title[^>]*>(.*?)</title>", re.IGNORECASE | re.DOTALL)
+
+
+def redact(text: str, secret: str | None) -> str:
+    """``text`` with every occurrence of ``secret`` replaced by ``<redacted>``."""
+    if not secret or secret not in text:
+        return text
+    return text.replace(secret, REDACTED)
+
+
+def _redact_headers(headers: Mapping[str, str] | None, secret: str | None) -> dict[str, str]:
+    if not headers:
+        return {}
+    if not secret:
+        return dict(headers)
+    return {redact(str(k), secret): redact(str(v), secret) for k, v in headers.items()}
+
+
+def error_message(body: bytes, reason: str | None) -> str:
+    """The service's message from an error body: JSON, HTML or plain text.
+
+    Never raises, whatever the body (deep nesting, huge numbers, bytes that
+    are not UTF-8): an error must be reportable even when its body is
+    garbage. Falls back to ``reason`` (the HTTP reason phrase), then
+    ``"error"``; at most :data:`MESSAGE_LIMIT` characters.
+    """
+    text = body.strip()
+    found: str | None = None
+    if text.startswith((b"{", b"[")):
+        try:
+            data = json.loads(text)
+        except (ValueError, RecursionError):  # UnicodeDecodeError is a ValueError
+            data = None
+        if isinstance(data, Mapping):
+            found = _message_of(data)
+    elif text.startswith(b"<"):
+        match = _TITLE_RE.search(text)
+        if match:
+            found = match.group(1).decode("utf-8", "replace").strip() or None
+    elif text and len(text) <= 200:
+        found = text.decode("utf-8", "replace")
+    message = found or reason or "error"
+    return message if len(message) <= MESSAGE_LIMIT else message[: MESSAGE_LIMIT - 3] + "..."
+
+
+def _message_of(data: Mapping[str, Any]) -> str | None:
+    for key in _MESSAGE_KEYS:
+        value = data.get(key)
+        if isinstance(value, str) and value:
+            return value
+        if isinstance(value, Mapping) and isinstance(value.get("message"), str):
+            return str(value["message"]) or None
+        if isinstance(value, list) and value and all(isinstance(v, str) for v in value):
+            # e.g. {"message": ["to must be a phone number", ...]}
+            return "; ".join(value)
+    return None
 
 
 class VoiceHubError(Exception):
@@ -61,7 +136,10 @@ class InvalidRequestError(VoiceHubError, ValueError):
     """
 
     def __init__(self, field: str, value: Any, reason: str) -> None:
-        shown = repr(value)
+        try:
+            shown = repr(value)
+        except Exception:  # RecursionError for a deeply nested value, a broken __repr__
+            shown = f"<{type(value).__name__}>"
         if len(shown) > 80:
             shown = shown[:77] + "..."
         super().__init__(f"invalid {field} {shown}: {reason}")
@@ -93,6 +171,7 @@ class APIStatusError(VoiceHubError):
     ``message`` is taken from a JSON body when there is one, ``body`` keeps the
     body itself (truncated), ``headers`` the response headers and
     ``retry_after`` the wait in seconds the service asked for, if any.
+    ``secret`` (the API key) is removed from all of them before they are kept.
     """
 
     def __init__(
@@ -104,12 +183,15 @@ class APIStatusError(VoiceHubError):
         *,
         retry_after: float | None = None,
         attempts: int = 0,
+        secret: str | None = None,
     ) -> None:
+        message = redact(message, secret)
         super().__init__(f"{status}: {message}", attempts=attempts)
         self.status = status
         self.message = message
-        self.body = body[:BODY_LIMIT]
-        self.headers: Mapping[str, str] = dict(headers or {})
+        # Redacted before it is cut: a key across the cut would leave its start.
+        self.body = redact(body, secret)[:BODY_LIMIT]
+        self.headers: Mapping[str, str] = _redact_headers(headers, secret)
         self.retry_after = retry_after
 
 
@@ -153,10 +235,18 @@ class UnexpectedResponseError(VoiceHubError):
     is unknown.
     """
 
-    def __init__(self, status: int, message: str, body: str = "", *, attempts: int = 0) -> None:
-        super().__init__(f"{status}: {message}", attempts=attempts)
+    def __init__(
+        self,
+        status: int,
+        message: str,
+        body: str = "",
+        *,
+        attempts: int = 0,
+        secret: str | None = None,
+    ) -> None:
+        super().__init__(f"{status}: {redact(message, secret)}", attempts=attempts)
         self.status = status
-        self.body = body[:BODY_LIMIT]
+        self.body = redact(body, secret)[:BODY_LIMIT]
 
 
 class AmbiguousTriggerError(VoiceHubError):

@@ -9,6 +9,7 @@ the field, and never costs a request.
 
 from __future__ import annotations
 
+import enum
 import json
 from collections.abc import Mapping
 from datetime import datetime, timedelta, timezone
@@ -24,6 +25,7 @@ from .errors import InvalidRequestError
 __all__ = [
     "Call",
     "CallRequest",
+    "CallStage",
     "CallStatus",
     "Recordings",
     "TERMINAL_STATUSES",
@@ -37,6 +39,33 @@ __all__ = [
 #: Statuses after which a call never changes again (lower case).
 TERMINAL_STATUSES = frozenset({"completed", "failed", "cancelled", "unanswered", "busy"})
 _KNOWN_STATUSES = frozenset({"queued", "scheduled", "started", "in-progress"}) | TERMINAL_STATUSES
+
+
+class CallStage(enum.IntEnum):
+    """How far along its life a call is: the one order of call statuses.
+
+    The poller, webhook de-duplication, the load test and the journal all ask
+    "is this status further along than that one?"; they ask it here. Stages
+    follow the documented lifecycle: a call is scheduled (waiting for its
+    time), queued, started (connected, ringing), in progress (talking), then
+    ended (any terminal status). A status the documentation does not list has
+    no stage (``CallStatus.stage`` is None): see :meth:`CallStatus.may_follow`.
+    """
+
+    SCHEDULED = 0
+    QUEUED = 1
+    STARTED = 2
+    IN_PROGRESS = 3
+    ENDED = 4
+
+
+_STAGES: dict[str, CallStage] = {
+    "scheduled": CallStage.SCHEDULED,
+    "queued": CallStage.QUEUED,
+    "started": CallStage.STARTED,
+    "in-progress": CallStage.IN_PROGRESS,
+    **dict.fromkeys(TERMINAL_STATUSES, CallStage.ENDED),
+}
 
 
 @attrs.frozen(repr=False, eq=False)
@@ -76,6 +105,60 @@ class CallStatus:
     def is_known(self) -> bool:
         """True for a status the API documentation lists."""
         return self.value.lower() in _KNOWN_STATUSES
+
+    @classmethod
+    def documented(cls) -> tuple[CallStatus, ...]:
+        """Every status the API documents, in lifecycle order (terminal last)."""
+        return (
+            cls.SCHEDULED,
+            cls.QUEUED,
+            cls.STARTED,
+            cls.IN_PROGRESS,
+            cls.COMPLETED,
+            cls.FAILED,
+            cls.CANCELLED,
+            cls.UNANSWERED,
+            cls.BUSY,
+        )
+
+    @property
+    def stage(self) -> CallStage | None:
+        """How far along the call is; None for a status the API does not document."""
+        return _STAGES.get(self.value.lower())
+
+    @property
+    def is_answered(self) -> bool:
+        """True when somebody talked: ``in-progress`` or ``completed``."""
+        return self.value.lower() in ("in-progress", "completed")
+
+    @property
+    def has_started(self) -> bool:
+        """True once the call got at least as far as ``started`` (connected):
+        ``started``, ``in-progress`` or ``completed``."""
+        return self.value.lower() in ("started", "in-progress", "completed")
+
+    def may_follow(self, previous: CallStatus | None) -> bool:
+        """True when this status, reported after ``previous``, does not move
+        the call backwards: the one rule for late or out-of-order reports.
+
+        * Nothing follows a terminal status (the call is over; a different
+          terminal status reported later is a late or conflicting report).
+        * A documented status may follow one of an earlier or the same stage.
+        * A status the API does not document is live (not terminal) and of
+          unknown order: it may follow any live status, and any status may
+          follow it. The API says to keep such statuses, not to guess where
+          they belong, so the SDK neither drops them nor lets them hold back
+          the statuses that come after.
+
+        The same status twice is not backwards (callers that report changes
+        check equality themselves).
+        """
+        if previous is None:
+            return True
+        if previous.is_terminal:
+            return False
+        stage, before = self.stage, previous.stage
+        return stage is None or before is None or stage >= before
 
     def __eq__(self, other: object) -> bool:
         if isinstance(other, CallStatus):
@@ -223,7 +306,7 @@ def _check_context(context: Any) -> Mapping[str, Any] | None:
     try:
         # dict(): any Mapping is a JSON object; allow_nan=False: NaN is not JSON.
         json.dumps(dict(context), allow_nan=False)
-    except (TypeError, ValueError) as exc:
+    except (TypeError, ValueError, RecursionError) as exc:  # Recursion: nested too deeply
         raise InvalidRequestError("context", context, f"not JSON-serialisable: {exc}") from None
     return context
 

@@ -88,32 +88,8 @@ LOST: Final = CallStatus("lost")
 #: Reported when a call's ``deadline`` passes before it reached a final status.
 TIMED_OUT: Final = CallStatus("timed_out")
 
-# How far along its lifecycle a status is, to ignore a webhook delivered late
-# (or a read answered before a webhook overtook it) that would move a call
-# backwards. Statuses the documentation does not list have no rank.
-_RANK: Final = {
-    "scheduled": 0,
-    "queued": 1,
-    "started": 2,
-    "in-progress": 3,
-}
-_TERMINAL_RANK: Final = 4
 #: The scheduler yields to the loop after this many heap entries in a row.
 _BATCH: Final = 512
-
-
-def _rank(status: CallStatus) -> int | None:
-    if status.is_terminal:
-        return _TERMINAL_RANK
-    return _RANK.get(status.name)
-
-
-def _is_newer(new: CallStatus, old: CallStatus | None) -> bool:
-    """True when ``new`` may follow ``old`` (unknown statuses always may)."""
-    if old is None:
-        return True
-    new_rank, old_rank = _rank(new), _rank(old)
-    return new_rank is None or old_rank is None or new_rank >= old_rank
 
 
 # -- values ------------------------------------------------------------------------
@@ -736,7 +712,7 @@ class StatusPoller:
         record.version += 1
         old = record.status
         change: StatusChange | None = None
-        if (old is None or new != old) and _is_newer(new, old):
+        if (old is None or new != old) and new.may_follow(old):
             base = record.call
             call = Call(
                 id=call_id,
@@ -1009,7 +985,7 @@ class StatusPoller:
         if old is None or new != old:
             # An ingest since the read was sent knows better, unless the
             # answer is further along.
-            if version == record.version or _is_newer(new, old):
+            if version == record.version or new.may_follow(old):
                 changed = True
         if not changed:
             if version == record.version:

@@ -28,7 +28,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections.abc import AsyncGenerator, Awaitable, Callable, Iterator
+from collections.abc import AsyncGenerator, Awaitable, Callable, Iterator, Mapping
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import TYPE_CHECKING, Final
@@ -44,6 +44,7 @@ from voicehub_async.stats import LatencyHistogram
 from .contacts import (
     ContactRow,
     ContactsFormat,
+    check_columns,
     detect_format,
     fingerprint_file,
     read_contacts,
@@ -177,6 +178,7 @@ class Campaign:
     * ``agent_id``: the agent for rows without an ``agent_id`` column.
     * ``journal``, ``results``: paths (defaults: see :func:`default_paths`);
       ``results=False`` writes no results file.
+    * ``columns``: the file's column for a known one, e.g. ``{"to": "phone"}``.
     * ``concurrency``, ``rate_limit`` (calls per second), ``max_retries``:
       passed to the dispatcher. Give the client ``max_connections`` at least
       ``concurrency``.
@@ -209,6 +211,7 @@ class Campaign:
         journal: str | Path | None = None,
         results: str | Path | bool | None = None,
         format: ContactsFormat | None = None,
+        columns: Mapping[str, str] | None = None,
         concurrency: int = 50,
         rate_limit: float | None = None,
         max_retries: int | None = None,
@@ -237,6 +240,7 @@ class Campaign:
         self.journal_path = db
         self.agent_id = agent_id
         self.format = format
+        self.columns = check_columns(columns)
         self.concurrency = concurrency
         self.rate_limit = rate_limit
         self.max_retries = max_retries
@@ -369,7 +373,7 @@ class Campaign:
         # Newlines, minus the CSV header: exact for files without blank lines
         # or multi-line cells, and only used for the ETA.
         self._total_estimate = max(0, fingerprint.approx_rows - (kind == "csv"))
-        contacts = read_contacts(self.source, kind)
+        contacts = read_contacts(self.source, kind, columns=self.columns)
         try:
             journal = await asyncio.to_thread(
                 Journal.open, self.journal_path, durability=self.durability

@@ -18,6 +18,7 @@ from pathlib import Path, PurePosixPath
 from typing import TYPE_CHECKING, Any, Final
 from urllib.parse import unquote, urlsplit
 
+from voicehub_async._iso8601 import NaiveTimeError, parse_aware_datetime
 from voicehub_async.errors import InvalidRequestError, NotFoundError
 from voicehub_async.models import CallRequest, format_scheduled_at, prepare_request
 
@@ -154,11 +155,15 @@ def parse_when(text: str) -> datetime:
     no time zone, and the same wall-clock time in another zone phones someone
     at the wrong hour.
     """
-    cleaned = text.strip()
-    if cleaned[-1:] in ("Z", "z"):  # fromisoformat accepts "Z" only from Python 3.11
-        cleaned = cleaned[:-1] + "+00:00"
     try:
-        when = datetime.fromisoformat(cleaned)
+        return parse_aware_datetime(text)
+    except NaiveTimeError:
+        raise CommandError(
+            f"--at {text!r} has no time zone; add an offset such as +01:00, or Z for UTC "
+            f"(e.g. {text.strip()}Z)",
+            kind="invalid_input",
+            field="--at",
+        ) from None
     except ValueError:
         raise CommandError(
             f"--at {text!r} is not an ISO 8601 time; write e.g. 2030-01-31T09:30+01:00 "
@@ -166,14 +171,6 @@ def parse_when(text: str) -> datetime:
             kind="invalid_input",
             field="--at",
         ) from None
-    if when.tzinfo is None or when.utcoffset() is None:
-        raise CommandError(
-            f"--at {text!r} has no time zone; add an offset such as +01:00, or Z for UTC "
-            f"(e.g. {cleaned}Z)",
-            kind="invalid_input",
-            field="--at",
-        )
-    return when
 
 
 def _invalid_input(error: InvalidRequestError, given: Mapping[str, object]) -> CommandError:

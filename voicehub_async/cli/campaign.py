@@ -103,8 +103,10 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
         "campaign",
         help="call every contact of a CSV or JSONL file, resumably",
         description="Call every contact of CONTACTS (CSV with a header, or JSON lines). "
-        "Columns: 'to' (required), 'agent_id', 'from', 'scheduled_at' (ISO 8601, UTC "
-        "unless it has an offset); any other column goes into the call's context. "
+        "Columns: 'to' (required), 'agent_id', 'from', 'scheduled_at' (ISO 8601 with a "
+        "zone, e.g. 2030-01-31T09:30+01:00 or ...Z; a time without one is refused); any other "
+        "column goes into the call's context; ',' ';' tab or '|' between cells. A row that "
+        "cannot be read is recorded invalid with its line and the reason, and the rest goes on. "
         "Every row is recorded in a journal before its call goes out: running the "
         "same command again resumes, and never phones anybody twice.",
         epilog="Exit status: 0 every row has a final outcome, 1 some rows are ambiguous, "
@@ -132,6 +134,14 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
     )
     files.add_argument(
         "--format", choices=("csv", "jsonl"), help="the contacts format (default: from the name)"
+    )
+    files.add_argument(
+        "--column",
+        action="append",
+        default=[],
+        metavar="KNOWN=NAME",
+        help="read the file's column NAME as to, agent_id, from or scheduled_at "
+        "(repeatable), e.g. --column to=phone",
     )
     add_campaign_options(parser)
     add_live_arguments(parser)
@@ -201,6 +211,22 @@ def _calling_hours(args: argparse.Namespace) -> CallingHours | None:
         raise CommandError(f"--calling-hours: {exc}", field="--calling-hours") from None
 
 
+def _columns(args: argparse.Namespace) -> dict[str, str]:
+    from voicehub_async.campaign.contacts import check_columns
+
+    pairs = {}
+    for given in args.column:
+        known, sep, name = given.partition("=")
+        if not sep:
+            raise CommandError(f"--column {given!r}: write KNOWN=NAME, e.g. to=phone",
+                               field="--column")
+        pairs[known] = name
+    try:
+        return check_columns(pairs)
+    except ValueError as exc:
+        raise CommandError(f"--column: {exc}", field="--column") from None
+
+
 def _check_agent(args: argparse.Namespace) -> None:
     """Without --agent every row needs its own agent: refuse a CSV file with no
     agent_id column now, rather than let the journal record every row invalid
@@ -212,7 +238,7 @@ def _check_agent(args: argparse.Namespace) -> None:
     try:
         if (args.format or detect_format(args.contacts)) != "csv":
             return
-        header = csv_columns(args.contacts)
+        header = csv_columns(args.contacts, args.columns)
     except ContactsError:
         return  # the campaign itself reports an unreadable file
     if header and "agent_id" not in header:
@@ -228,6 +254,7 @@ def _campaign_command(args: argparse.Namespace) -> Any:
         raise CommandError(
             f"no contacts file {args.contacts}", kind="invalid_input", field="CONTACTS"
         )
+    args.columns = _columns(args)
     _check_agent(args)
     client = make_client(args, max_connections=max(100, args.concurrency))
     return _run(args, client, hours)
@@ -244,6 +271,7 @@ async def _run(args: argparse.Namespace, client: VoiceHubClient, hours: CallingH
             journal=args.journal,
             results=args.out,
             format=args.format,
+            columns=args.columns,
             concurrency=args.concurrency,
             rate_limit=args.rate,
             max_retries=args.max_retries,

@@ -30,6 +30,7 @@ from typing import Any, Final
 
 import attrs
 
+from ..models import CallStatus
 from ..stats import LatencyHistogram
 
 __all__ = [
@@ -43,8 +44,11 @@ __all__ = [
     "percentile",
 ]
 
-#: Statuses that mean somebody talked: the call was answered.
-ANSWERED_STATUSES: Final = frozenset({"in-progress", "completed"})
+#: Statuses that mean somebody talked: the call was answered
+#: (:attr:`CallStatus.is_answered <voicehub_async.models.CallStatus.is_answered>`).
+ANSWERED_STATUSES: Final = frozenset(
+    status.name for status in CallStatus.documented() if status.is_answered
+)
 _NICE_STEPS: Final = (1, 2, 5, 10, 15, 20, 30, 60, 120, 300, 600, 900, 1800, 3600)
 
 

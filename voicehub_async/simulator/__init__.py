@@ -17,18 +17,13 @@ import importlib
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
+    from .calls import STATUSES, SimulatedCall, canonical_status
     from .clock import ManualClock
     from .config import ENDPOINTS, OUTCOMES, FaultConfig, LifecycleConfig, SimulatorConfig
     from .faults import AnyFault, DelayFault, Fault, RedirectFault, ResetFault, StatusFault
-    from .server import (
-        SIMULATOR_APP_KEY,
-        STATUSES,
-        SimulatedCall,
-        Simulator,
-        TriggerRecord,
-        canonical_status,
-    )
+    from .server import CONCURRENT_LIMIT_MESSAGE, SIMULATOR_APP_KEY, Simulator, TriggerRecord
     from .thread import SimulatorThread
+    from .triggerlog import TriggerLogFile
 
 # Names are resolved on first use (PEP 562) so that importing the pytest
 # plugin, which pytest does in every session once the package is installed,
@@ -46,13 +41,15 @@ _SUBMODULE = {
     "RedirectFault": "faults",
     "ResetFault": "faults",
     "StatusFault": "faults",
+    "STATUSES": "calls",
+    "SimulatedCall": "calls",
+    "canonical_status": "calls",
+    "CONCURRENT_LIMIT_MESSAGE": "server",
     "SIMULATOR_APP_KEY": "server",
-    "STATUSES": "server",
-    "SimulatedCall": "server",
     "Simulator": "server",
     "TriggerRecord": "server",
-    "canonical_status": "server",
     "SimulatorThread": "thread",
+    "TriggerLogFile": "triggerlog",
 }
 
 
@@ -70,6 +67,7 @@ def __dir__() -> list[str]:
 
 
 __all__ = [
+    "CONCURRENT_LIMIT_MESSAGE",
     "ENDPOINTS",
     "OUTCOMES",
     "SIMULATOR_APP_KEY",
@@ -87,6 +85,7 @@ __all__ = [
     "SimulatorConfig",
     "SimulatorThread",
     "StatusFault",
+    "TriggerLogFile",
     "TriggerRecord",
     "canonical_status",
 ]

@@ -16,8 +16,13 @@ import os
 import signal
 import sys
 from collections.abc import Sequence
+from pathlib import Path
+from typing import TYPE_CHECKING
 
 from .config import ENDPOINTS, FaultConfig, LifecycleConfig, SimulatorConfig
+
+if TYPE_CHECKING:
+    from .triggerlog import TriggerLogFile
 
 __all__ = ["add_arguments", "config_from_args", "main", "run_from_args"]
 
@@ -106,6 +111,14 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         metavar="N",
         help="requests allowed at once before --rate-limit applies (default: one second's worth)",
     )
+    group.add_argument(
+        "--max-live-calls",
+        type=int,
+        default=None,
+        metavar="N",
+        help="calls live at once per API key before a trigger is answered 429 "
+        "'concurrent call limit exceeded' (default: no cap)",
+    )
     fault_help = {
         "error-500": "share of requests answered 500",
         "error-503": "share of requests answered 503",
@@ -154,6 +167,14 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         help="a number accepted as 'from' (repeatable; default: any)",
     )
     group.add_argument(
+        "--trigger-log",
+        type=Path,
+        default=None,
+        metavar="FILE",
+        help="write one JSON line per trigger received to FILE, as they come, and print "
+        "the calls per number when stopping",
+    )
+    group.add_argument(
         "--no-record-triggers",
         action="store_true",
         help="keep only counters, not a log entry per trigger (long benchmarks)",
@@ -200,6 +221,7 @@ def config_from_args(args: argparse.Namespace) -> SimulatorConfig:
             latency=args.latency,
             rate_limit=args.rate_limit,
             rate_limit_burst=args.rate_limit_burst,
+            max_live_calls=args.max_live_calls,
             error_500_rate=args.error_500_rate,
             error_503_rate=args.error_503_rate,
             reset_before_create_rate=args.reset_before_create_rate,
@@ -220,7 +242,9 @@ def config_from_args(args: argparse.Namespace) -> SimulatorConfig:
     )
 
 
-async def _serve(config: SimulatorConfig, host: str, port: int) -> None:
+async def _serve(
+    config: SimulatorConfig, host: str, port: int, log: TriggerLogFile | None = None
+) -> None:
     from .server import Simulator
 
     stop = asyncio.Event()
@@ -229,23 +253,39 @@ async def _serve(config: SimulatorConfig, host: str, port: int) -> None:
         # Not available on Windows; Ctrl-C then arrives as KeyboardInterrupt.
         with contextlib.suppress(NotImplementedError, RuntimeError):
             loop.add_signal_handler(sig, stop.set)
-    async with Simulator(config, host=host, port=port) as sim:
+    async with Simulator(config, host=host, port=port, trigger_sink=log) as sim:
         print(
             f"VoiceHub simulator listening on {sim.base_url} (api key: {sim.api_key})",
             flush=True,
         )
-        await stop.wait()
+        try:
+            await stop.wait()
+        finally:
+            if log is not None:
+                # After the last answer went out: the summary covers the file.
+                await sim.stop()
+                log.close()
+                print(log.summary(), flush=True)
 
 
 def run_from_args(args: argparse.Namespace) -> int:
     """Serve until SIGINT/SIGTERM; returns the process exit status."""
+    from .triggerlog import TriggerLogFile
+
     try:
         config = config_from_args(args)
     except (TypeError, ValueError) as exc:
         print(f"voicehub simulator: invalid configuration: {exc}", file=sys.stderr)
         return 2
+    log: TriggerLogFile | None = None
+    if args.trigger_log is not None:
+        try:
+            log = TriggerLogFile(args.trigger_log)
+        except OSError as exc:
+            print(f"voicehub simulator: cannot write --trigger-log: {exc}", file=sys.stderr)
+            return 2
     try:
-        asyncio.run(_serve(config, args.host, args.port))
+        asyncio.run(_serve(config, args.host, args.port, log))
     except KeyboardInterrupt:
         pass
     except OSError as exc:
@@ -253,6 +293,9 @@ def run_from_args(args: argparse.Namespace) -> int:
             f"voicehub simulator: cannot listen on {args.host}:{args.port}: {exc}", file=sys.stderr
         )
         return 1
+    finally:
+        if log is not None:
+            log.close()
     return 0
 
 

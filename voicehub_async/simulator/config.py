@@ -167,6 +167,13 @@ class FaultConfig:
     ``rate_limit_burst`` tokens, default the rate rounded up); above it the
     server answers 429 with ``Retry-After`` in whole seconds.
 
+    ``max_live_calls`` is the cap on calls live at once per API key, as voice
+    platforms have one: while that many of the key's calls are between their
+    trigger and a final status, a trigger is answered 429 with the JSON
+    message ``"concurrent call limit exceeded"`` (no ``Retry-After``: only a
+    call ending frees a place) and creates nothing. It applies to every
+    trigger, whatever ``endpoints`` says.
+
     Everything applies only to ``endpoints`` (default: the three API
     endpoints, not the recording file download).
     """
@@ -176,6 +183,7 @@ class FaultConfig:
     )
     rate_limit: float | None = attrs.field(default=None, validator=_check_positive_or_none)
     rate_limit_burst: int | None = attrs.field(default=None, validator=_check_positive_or_none)
+    max_live_calls: int | None = attrs.field(default=None, validator=_check_positive_or_none)
     error_500_rate: float = attrs.field(default=0.0, validator=_check_rate)
     error_503_rate: float = attrs.field(default=0.0, validator=_check_rate)
     #: ``Retry-After`` (seconds) sent with random 503s; None sends none.

@@ -42,11 +42,14 @@ from typing import Any
 import attrs
 from aiohttp import web
 
+from .calls import STATUSES, SimulatedCall, canonical_status
 from .config import ENDPOINTS, OUTCOMES, SimulatorConfig
 from .faults import AnyFault, DelayFault, RedirectFault, ResetFault, StatusFault
+from .live import LiveCalls
 from .webhooks import SimulatorWebhooks
 
 __all__ = [
+    "CONCURRENT_LIMIT_MESSAGE",
     "SIMULATOR_APP_KEY",
     "STATUSES",
     "SimulatedCall",
@@ -55,99 +58,15 @@ __all__ = [
     "canonical_status",
 ]
 
-#: The statuses the simulator answers, capitalised like the trigger's answer.
-STATUSES: tuple[str, ...] = (
-    "Scheduled",
-    "Queued",
-    "Started",
-    "In-Progress",
-    "Completed",
-    "Failed",
-    "Unanswered",
-    "Busy",
-    "Cancelled",
-)
-_CANONICAL = {s.lower(): s for s in STATUSES}
-# Outcomes that end the call right after the queue, without ringing.
-_ENDS_AFTER_QUEUE = frozenset({"Busy", "Failed", "Cancelled"})
-
 _E164 = re.compile(r"\+[1-9][0-9]{6,14}")
 _SCHEDULED_AT = re.compile(r"[0-9]{4}-[0-9]{2}-[0-9]{2}T[0-9]{2}:[0-9]{2}")
 
+#: The message of the 429 answered when a key's live calls reach
+#: ``FaultConfig.max_live_calls`` (Bandwidth's wording).
+CONCURRENT_LIMIT_MESSAGE = "concurrent call limit exceeded"
+
 #: Real seconds a stopping server lets in-flight requests finish.
 _SHUTDOWN_TIMEOUT = 0.5
-
-
-def canonical_status(status: str) -> str:
-    """The capitalised spelling of a known status; an unknown one unchanged.
-
-    Keeping unknown statuses as given lets a test feed a client a status the
-    documentation does not list, which the client must tolerate.
-    """
-    return _CANONICAL.get(status.lower(), status)
-
-
-@attrs.define(eq=False)
-class SimulatedCall:
-    """One created call: its identity and its pre-drawn timeline.
-
-    Durations are simulated seconds. ``created_at`` is a reading of the
-    simulator's monotonic clock. ``forced_status``, when set (by
-    :meth:`Simulator.set_status`), overrides the timeline.
-    """
-
-    id: str
-    to: str
-    agent_id: str
-    from_number: str | None
-    created_at: float
-    start_delay: float
-    queue_delay: float
-    ring_time: float
-    talk_time: float
-    outcome: str
-    forced_status: str | None = None
-
-    def status_at(self, elapsed: float) -> str:
-        """The status ``elapsed`` simulated seconds after creation (ignoring
-        ``forced_status``)."""
-        t = elapsed - self.start_delay
-        if t < 0:
-            return "Scheduled"
-        t -= self.queue_delay
-        if t < 0:
-            return "Queued"
-        outcome = self.outcome
-        if outcome in _ENDS_AFTER_QUEUE:
-            return outcome
-        t -= self.ring_time
-        if t < 0:
-            return "Started"
-        if outcome == "Unanswered":
-            return outcome
-        return "In-Progress" if t < self.talk_time else "Completed"
-
-    def timeline(self) -> list[tuple[float, str]]:
-        """``(offset, status)`` pairs, in simulated seconds after creation, at
-        which each status begins (kept for push notifications to come)."""
-        points: list[tuple[float, str]] = []
-        t = 0.0
-        if self.start_delay > 0:
-            points.append((0.0, "Scheduled"))
-            t = self.start_delay
-        points.append((t, "Queued"))
-        t += self.queue_delay
-        if self.outcome in _ENDS_AFTER_QUEUE:
-            points.append((t, self.outcome))
-            return points
-        points.append((t, "Started"))
-        t += self.ring_time
-        if self.outcome == "Unanswered":
-            points.append((t, self.outcome))
-            return points
-        points.append((t, "In-Progress"))
-        points.append((t + self.talk_time, "Completed"))
-        return points
 
 
 @attrs.define
@@ -158,7 +77,10 @@ class TriggerRecord:
     kept JSON-encoded; None when absent). ``call_id``/``created`` tell whether
     a call was placed, ``answered_status`` the HTTP status answered (None when
     the connection was dropped or the answer never went out), ``received_at``
-    a reading of the simulator's monotonic clock.
+    a reading of the simulator's monotonic clock. ``live_calls`` is how many
+    calls of the trigger's API key were live (created, not yet in a final
+    status) when it was handled, counting the call it created, if any: a
+    client that keeps at most N calls live never shows more than N here.
     """
 
     to: str | None
@@ -170,6 +92,7 @@ class TriggerRecord:
     call_id: str | None = None
     created: bool = False
     answered_status: int | None = None
+    live_calls: int = 0
 
 
 @attrs.define
@@ -234,8 +157,11 @@ class Simulator:
 
     Observations: :attr:`triggers` (the log), :attr:`calls` (id → call),
     :attr:`request_count` (per endpoint name, including refused requests),
-    :attr:`trigger_count`/:attr:`created_count`, :meth:`calls_placed_to` and
-    :meth:`placed_counts`.
+    :attr:`trigger_count`/:attr:`created_count`, :meth:`calls_placed_to`,
+    :meth:`placed_counts`, :meth:`live_calls` and :meth:`max_live_seen`.
+    ``trigger_sink``, when given, is called with each trigger's
+    :class:`TriggerRecord` once it is answered (or dropped), in the order
+    answers go out: ``voicehub simulate --trigger-log`` writes them to a file.
     """
 
     def __init__(
@@ -246,6 +172,7 @@ class Simulator:
         port: int = 0,
         clock: Callable[[], float] = time.monotonic,
         wall_clock: Callable[[], float] = time.time,
+        trigger_sink: Callable[[TriggerRecord], None] | None = None,
     ) -> None:
         self.config = config = config if config is not None else SimulatorConfig()
         self.host = host
@@ -276,7 +203,19 @@ class Simulator:
 
         self._api_keys = config.api_keys
         self._time_scale = config.time_scale
-        self._record = config.record_triggers
+        self._sink = trigger_sink
+        # A record per trigger for the log, the sink, or both.
+        self._record = config.record_triggers or trigger_sink is not None
+        self._keep_log = config.record_triggers
+        self._max_live_calls = config.faults.max_live_calls
+        # Live calls are counted when a cap needs them or the log samples them
+        # (a benchmark with neither pays nothing).
+        self._live: LiveCalls | None = (
+            LiveCalls(self._status, clock, config.time_scale)
+            if self._record or self._max_live_calls is not None
+            else None
+        )
+        self._max_live: collections.Counter[str] = collections.Counter()
 
         life = config.lifecycle
         self._queue_range = life.queue_delay
@@ -446,17 +385,39 @@ class Simulator:
         """
         call = self._call(call_id)
         call.forced_status = None if status is None else canonical_status(status)
+        if self._live is not None:
+            self._live.status_changed(call)
 
     def set_outcome(self, call_id: str, outcome: str) -> None:
         """Change how a call will end, keeping its timeline (one of
         ``completed``, ``unanswered``, ``busy``, ``failed``, ``cancelled``)."""
         if outcome.lower() not in OUTCOMES:
             raise ValueError(f"unknown outcome {outcome!r}; expected one of {sorted(OUTCOMES)}")
-        self._call(call_id).outcome = outcome.lower().capitalize()
+        call = self._call(call_id)
+        call.outcome = outcome.lower().capitalize()
+        if self._live is not None:
+            self._live.status_changed(call)
 
     def status_of(self, call_id: str) -> str:
         """A call's current status, as the status endpoint would answer it."""
         return self._status(self._call(call_id))
+
+    def live_calls(self, api_key: str | None = None) -> int:
+        """How many calls of ``api_key`` (default: the primary key) are live
+        now: created, and not yet in a final status."""
+        if self._live is None:
+            raise RuntimeError(
+                "live calls are not counted without the trigger log "
+                "(record_triggers=False) or max_live_calls"
+            )
+        return self._live.count(self.config.api_key if api_key is None else api_key)
+
+    def max_live_seen(self, api_key: str | None = None) -> int:
+        """The most calls of ``api_key`` (default: the primary key) found live
+        at any trigger, counting the call that trigger created (the largest
+        :attr:`TriggerRecord.live_calls`). A client capped at N live calls
+        keeps this at N or below; 0 before any trigger."""
+        return self._max_live[self.config.api_key if api_key is None else api_key]
 
     def calls_placed_to(self, number: str) -> int:
         """How many calls were created to ``number`` (refused triggers excluded)."""
@@ -474,6 +435,9 @@ class Simulator:
         self.request_count.clear()
         self._placed.clear()
         self._buckets.clear()
+        self._max_live.clear()
+        if self._live is not None:
+            self._live.clear()
         self.trigger_count = 0
         self.created_count = 0
         self.clear_faults()
@@ -525,10 +489,25 @@ class Simulator:
                 from_number=_text(fields.get("from")),
                 received_at=self._clock(),
             )
-            self.triggers.append(record)
-        return await self._serve(
-            request, "trigger", key, lambda: self._trigger(payload, record), record
-        )
+            if self._keep_log:
+                self.triggers.append(record)
+        if self._live is not None:
+            # Sampled on arrival too, for a trigger that never gets processed
+            # (a fault first); processing samples again.
+            self._note_live(key, self._live.count(key), record)
+        try:
+            return await self._serve(
+                request, "trigger", key, lambda: self._trigger(payload, key, record), record
+            )
+        finally:
+            if self._sink is not None and record is not None:
+                self._sink(record)
+
+    def _note_live(self, key: str, live: int, record: TriggerRecord | None) -> None:
+        if record is not None:
+            record.live_calls = live
+        if live > self._max_live[key]:
+            self._max_live[key] = live
 
     async def _handle_status(self, request: web.Request) -> web.StreamResponse:
         self.request_count["status"] += 1
@@ -720,7 +699,7 @@ class Simulator:
 
     # ------------------------------------------------------ normal answers
 
-    def _trigger(self, payload: Any, record: TriggerRecord | None) -> web.Response:
+    def _trigger(self, payload: Any, key: str, record: TriggerRecord | None) -> web.Response:
         if not isinstance(payload, dict):
             return _error(400, "request body must be a JSON object")
         to = payload.get("to")
@@ -769,7 +748,17 @@ class Simulator:
             # real second at time_scale 60.
             start_delay = max(0.0, target - now)
 
+        live = self._live
+        if live is not None:
+            count = live.count(key)
+            cap = self._max_live_calls
+            if cap is not None and count >= cap:
+                self._note_live(key, count, record)
+                return _error(429, CONCURRENT_LIMIT_MESSAGE)
         call = self._new_call(to, agent_id, from_number, start_delay)
+        if live is not None:
+            live.add(key, call)
+            self._note_live(key, count + 1, record)
         if record is not None:
             record.call_id = call.id
             record.created = True

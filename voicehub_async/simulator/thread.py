@@ -15,9 +15,10 @@ from collections.abc import Callable
 from concurrent.futures import Future
 from types import TracebackType
 
+from .calls import SimulatedCall
 from .config import SimulatorConfig
 from .faults import AnyFault
-from .server import SimulatedCall, Simulator, TriggerRecord
+from .server import Simulator, TriggerRecord
 
 __all__ = ["SimulatorThread"]
 
@@ -44,9 +45,17 @@ class SimulatorThread:
         port: int = 0,
         clock: Callable[[], float] = time.monotonic,
         wall_clock: Callable[[], float] = time.time,
+        trigger_sink: Callable[[TriggerRecord], None] | None = None,
     ) -> None:
         #: The underlying server (its state is owned by the server thread).
-        self.simulator = Simulator(config, host=host, port=port, clock=clock, wall_clock=wall_clock)
+        self.simulator = Simulator(
+            config,
+            host=host,
+            port=port,
+            clock=clock,
+            wall_clock=wall_clock,
+            trigger_sink=trigger_sink,
+        )
         self._loop: asyncio.AbstractEventLoop | None = None
         self._thread: threading.Thread | None = None
         self._stopped: asyncio.Event | None = None
@@ -169,6 +178,15 @@ class SimulatorThread:
     def placed_counts(self) -> collections.Counter[str]:
         """A copy of the number → created calls counter."""
         return self.simulator.placed_counts()
+
+    def live_calls(self, api_key: str | None = None) -> int:
+        """Calls of ``api_key`` live now (see :meth:`Simulator.live_calls`)."""
+        return self.simulator.live_calls(api_key)
+
+    def max_live_seen(self, api_key: str | None = None) -> int:
+        """The most live calls of ``api_key`` seen at a trigger (see
+        :meth:`Simulator.max_live_seen`)."""
+        return self.simulator.max_live_seen(api_key)
 
     def inject(self, fault: AnyFault, endpoint: str = "any", times: int | None = 1) -> None:
         """Queue a scripted fault (see :meth:`Simulator.inject`)."""

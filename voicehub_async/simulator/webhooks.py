@@ -24,8 +24,8 @@ import aiohttp
 import attrs
 
 if TYPE_CHECKING:
+    from .calls import SimulatedCall
     from .config import SimulatorConfig
-    from .server import SimulatedCall
 
 __all__ = ["SECRET_HEADER", "SimulatorWebhooks", "WebhookDelivery", "WebhookSender"]
 

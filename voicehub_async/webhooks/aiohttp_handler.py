@@ -15,6 +15,7 @@ the SDK does not pay for the server half of aiohttp.
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Awaitable, Callable
 from typing import TYPE_CHECKING, Final
 
@@ -24,6 +25,8 @@ if TYPE_CHECKING:
     from aiohttp import web
 
 __all__ = ["DEFAULT_MAX_BODY", "aiohttp_app", "aiohttp_handler"]
+
+logger = logging.getLogger("voicehub_async.webhooks")
 
 #: Largest body accepted, in bytes. Events are small JSON objects; the limit
 #: keeps a stranger from making the receiver buffer megabytes before the
@@ -42,8 +45,14 @@ def aiohttp_handler(
     from aiohttp import web
 
     async def handle_webhook(request: web.Request) -> web.Response:
-        body = await request.read()
-        result = await receiver.receive(body, request.headers)
+        body = await request.read()  # over client_max_size: aiohttp answers 413
+        try:
+            result = await receiver.receive(body, request.headers)
+        except Exception:
+            # The receiver answers every body itself; this is a bug.
+            logger.exception("webhook: the receiver failed; answering 500")
+            failed = b'{"error": "the receiver failed"}'
+            return web.Response(status=500, body=failed, content_type="application/json")
         return web.Response(
             status=result.status, body=result.body(), content_type="application/json"
         )

@@ -11,6 +11,7 @@ server's only application.
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Awaitable, Callable, MutableMapping
 from typing import Any, Final
 
@@ -21,6 +22,8 @@ __all__ = ["ASGIReceive", "ASGIScope", "ASGISend", "WebhookASGIApp"]
 ASGIScope = MutableMapping[str, Any]
 ASGIReceive = Callable[[], Awaitable[MutableMapping[str, Any]]]
 ASGISend = Callable[[MutableMapping[str, Any]], Awaitable[None]]
+
+logger = logging.getLogger("voicehub_async.webhooks")
 
 _DEFAULT_MAX_BODY: Final = 1024 * 1024
 _JSON: Final = (b"content-type", b"application/json")
@@ -56,8 +59,8 @@ class WebhookASGIApp:
             name.decode("latin-1").lower(): value.decode("latin-1")
             for name, value in scope.get("headers", ())
         }
-        declared = headers.get("content-length", "")
-        if declared.isdigit() and int(declared) > self.max_body:
+        declared = _declared_length(headers.get("content-length", ""))
+        if declared is not None and declared > self.max_body:
             await _answer(send, 413, b'{"error": "body too large"}')
             return
         chunks: list[bytes] = []
@@ -74,8 +77,28 @@ class WebhookASGIApp:
             chunks.append(chunk)
             if not message.get("more_body", False):
                 break
-        result: WebhookResult = await self.receiver.receive(b"".join(chunks), headers)
+        try:
+            result: WebhookResult = await self.receiver.receive(b"".join(chunks), headers)
+        except Exception:
+            # The receiver answers every body itself; this is a bug, and an
+            # exception out of an ASGI app would be the server's to report.
+            logger.exception("webhook: the receiver failed; answering 500")
+            await _answer(send, 500, b'{"error": "the receiver failed"}')
+            return
         await _answer(send, result.status, result.body())
+
+
+def _declared_length(value: str) -> int | None:
+    """A ``content-length`` value as a number, or None if it is not one.
+
+    ASCII digits only: ``str.isdigit`` also accepts ``"²"`` (a latin-1 byte),
+    on which ``int`` raises; and a length of more than 18 digits is larger
+    than any limit anyway (``int`` refuses 4,300+ digits outright).
+    """
+    text = value.strip()
+    if not text or not text.isascii() or not text.isdigit():
+        return None
+    return int(text) if len(text) <= 18 else 10**18
 
 
 async def _answer(

@@ -15,35 +15,32 @@ far less harmful than unbounded growth, and the limits are generous.
 from __future__ import annotations
 
 import time
+import warnings
 from collections import OrderedDict
 from collections.abc import Callable
 from datetime import datetime
-from typing import Final
 
 import attrs
 
-from ..models import CallStatus
+from ..models import CallStage, CallStatus
 
 __all__ = ["EventDeduplicator", "StatusOrderGuard", "status_rank"]
 
-#: Progress of a call's known statuses, for breaking ties between events with
-#: the same timestamp. Unknown statuses rank with ``in-progress``: after the
-#: call started, before it ended.
-_RANKS: Final = {
-    "scheduled": 0,
-    "queued": 1,
-    "started": 2,
-    "in-progress": 3,
-}
-_UNKNOWN_RANK: Final = 3
-_TERMINAL_RANK: Final = 4
-
 
 def status_rank(status: CallStatus) -> int:
-    """How far along a call with ``status`` is (terminal statuses rank highest)."""
-    if status.is_terminal:
-        return _TERMINAL_RANK
-    return _RANKS.get(status.name, _UNKNOWN_RANK)
+    """How far along a call with ``status`` is (terminal statuses rank highest).
+
+    Deprecated: use :attr:`CallStatus.stage` and :meth:`CallStatus.may_follow`,
+    the one status order every module uses. Kept for one release; an
+    undocumented status ranks as ``in-progress`` here, as it did.
+    """
+    warnings.warn(
+        "status_rank() is deprecated; use CallStatus.stage or CallStatus.may_follow()",
+        DeprecationWarning,
+        stacklevel=2,
+    )
+    stage = status.stage
+    return int(CallStage.IN_PROGRESS if stage is None else stage)
 
 
 class EventDeduplicator:
@@ -128,7 +125,9 @@ class StatusOrderGuard:
       status; a repeat of it under a new ``eventId`` is not news either), or
     * its timestamp is older than the one remembered, or
     * its timestamp is the same (timestamps may have only second precision)
-      and its status is not further along (see :func:`status_rank`), or
+      and its status is not further along (see :meth:`CallStatus.may_follow`:
+      an undocumented status is of unknown order, so it is never behind a
+      live status and no status is behind it), or
     * either event lacks a timestamp and its status is not further along.
 
     The receiver rather than the poller holds this, because the receiver is
@@ -159,7 +158,7 @@ class StatusOrderGuard:
             return False
         if last.status.is_terminal:
             return True
-        forward = status_rank(status) > status_rank(last.status)
+        forward = status != last.status and status.may_follow(last.status)
         if timestamp is None or last.timestamp is None:
             return not forward
         if timestamp != last.timestamp:

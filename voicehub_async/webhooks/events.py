@@ -21,13 +21,13 @@ from __future__ import annotations
 import hmac
 import json
 import logging
-import re
 from collections.abc import Iterable, Mapping
-from datetime import datetime, timedelta, timezone
+from datetime import datetime, timezone
 from typing import Any, ClassVar, Final, TypeAlias
 
 import attrs
 
+from .._iso8601 import parse_iso_datetime
 from ..errors import VoiceHubError
 from ..models import CallStatus
 
@@ -50,13 +50,6 @@ logger = logging.getLogger("voicehub_async.webhooks")
 
 #: The header carrying the shared secret (compared without regard to case).
 SECRET_HEADER: Final = "x-webhook-secret"
-
-_ISO_8601: Final = re.compile(
-    r"(\d{4})-(\d{2})-(\d{2})"
-    r"(?:[Tt ](\d{2}):(\d{2})(?::(\d{2})(?:[.,](\d+))?)?)?"
-    r"\s*(Z|z|[+-]\d{2}(?::?\d{2})?)?"
-)
-
 
 class WebhookError(VoiceHubError):
     """A webhook delivery was refused.
@@ -184,6 +177,8 @@ def check_secret(headers: Mapping[str, str], secret: str | Iterable[str]) -> Non
         reason = f"missing {SECRET_HEADER} header"
         logger.warning("webhook refused (401): %s", reason)
         raise WebhookError(401, reason)
+    if isinstance(received, bytes):  # a framework handing raw header values on
+        received = received.decode("latin-1")
     given = received.encode("utf-8", "surrogateescape")
     matched = False
     for candidate in expected:
@@ -199,33 +194,17 @@ def parse_timestamp(value: Any) -> datetime:
 
     Accepts ``2024-05-01T12:30:00Z``, offsets (``+02:00``, ``+0200``, ``+02``),
     any number of fractional digits (truncated to microseconds), a space for
-    ``T``, and a bare date. A timestamp without a zone is taken as UTC
-    (VoiceHub documents ISO 8601 but no zone; UTC is the only reading that does
-    not depend on where the receiver runs). Anything else raises ValueError.
+    ``T``, and a bare date (the SDK's one ISO 8601 parser,
+    :func:`voicehub_async._iso8601.parse_iso_datetime`). A timestamp without a
+    zone is taken as UTC (VoiceHub documents ISO 8601 but no zone; UTC is the
+    only reading that does not depend on where the receiver runs). Anything
+    else raises ValueError.
     """
-    if not isinstance(value, str):
-        raise ValueError(f"timestamp must be an ISO 8601 string, got {type(value).__name__}")
-    match = _ISO_8601.fullmatch(value.strip())
-    if match is None:
-        raise ValueError(f"timestamp {value[:40]!r} is not ISO 8601")
-    year, month, day, hour, minute, second, fraction, zone = match.groups()
-    tz = timezone.utc
-    if zone and zone not in ("Z", "z"):
-        digits = zone[1:].replace(":", "")
-        hours, minutes = int(digits[:2]), int(digits[2:4] or 0)
-        if hours > 23 or minutes > 59:
-            raise ValueError(f"timestamp {value[:40]!r} has an impossible offset")
-        offset = timedelta(hours=hours, minutes=minutes)
-        tz = timezone(-offset if zone[0] == "-" else offset)
-    micro = int((fraction or "0")[:6].ljust(6, "0"))
     try:
-        return datetime(
-            int(year), int(month), int(day),
-            int(hour or 0), int(minute or 0), int(second or 0), micro,
-            tzinfo=tz,
-        )
-    except ValueError:
-        raise ValueError(f"timestamp {value[:40]!r} is not a real date or time") from None
+        when = parse_iso_datetime(value)
+    except ValueError as exc:
+        raise ValueError(f"timestamp {exc}") from None
+    return when if when.tzinfo is not None else when.replace(tzinfo=timezone.utc)
 
 
 def _optional_text(data: Mapping[str, Any], key: str) -> str | None:
@@ -254,9 +233,21 @@ def _recordings(value: Any) -> tuple[str, ...]:
 
 
 def _decode(body: bytes) -> Mapping[str, Any]:
+    """The body as a JSON object, or WebhookError (400) saying why not.
+
+    Every way ``json.loads`` can refuse bytes is a 400: not JSON, not UTF-8
+    (``UnicodeDecodeError``), an integer of more digits than Python converts
+    (``ValueError``), and nesting deeper than the interpreter's recursion
+    limit (``RecursionError``, which is not a ``ValueError``: ``[`` * 20,000
+    used to escape as a 500).
+    """
     try:
         data = json.loads(body)
-    except (ValueError, UnicodeDecodeError):
+    except UnicodeDecodeError:
+        raise WebhookError(400, "body is not UTF-8 JSON") from None
+    except RecursionError:
+        raise WebhookError(400, "body is nested too deeply") from None
+    except ValueError:
         raise WebhookError(400, "body is not JSON") from None
     if not isinstance(data, dict):
         raise WebhookError(400, "body is not a JSON object")

@@ -11,7 +11,10 @@ What is answered, and why:
 
 * 401 / 400: refused (:class:`~voicehub_async.webhooks.events.WebhookError`);
   a wrong secret is somebody else or a misconfiguration, a bad body will not
-  get better by retrying, but VoiceHub may retry anyway.
+  get better by retrying, but VoiceHub may retry anyway. Any body the parser
+  cannot use is a 400, whatever it holds (deep nesting, huge numbers, bytes
+  that are not UTF-8, or a failure nobody foresaw): never a 500, which would
+  only make VoiceHub retry what can never succeed.
 * 200 ``accepted``: handed on to the poller and/or ``on_event``.
 * 200 ``duplicate``: an ``eventId`` already handed on; answered 200 so that
   VoiceHub stops retrying, but not handed on again.
@@ -154,6 +157,14 @@ class WebhookReceiver:
             if exc.status != 401:  # 401s were logged by check_secret
                 logger.info("webhook refused (%d): %s", exc.status, exc.reason)
             return WebhookResult(exc.status, "refused", exc.reason)
+        except Exception as exc:
+            # parse_event refuses what it knows of with WebhookError; anything
+            # else is still a body that cannot be used, never a 500.
+            self.stats.refused += 1
+            logger.warning(
+                "webhook refused (400): the body could not be parsed (%s)", type(exc).__name__
+            )
+            return WebhookResult(400, "refused", "body cannot be parsed as an event")
 
         event_id = event.event_id
         if event_id is not None:
