@@ -284,3 +284,29 @@ async def test_the_services_concurrent_call_limit_without_max_live_completes_at_
         slots = campaign.live.slots
         assert slots is not None and slots.limit is not None and slots.limit <= 5
         assert 0 < summary.rate_limited < 40
+
+
+def test_webhook_port_without_a_secret_is_a_usage_error(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("VOICEHUB_API_KEY", "sk-campaign-SECRET-0123456789")
+    monkeypatch.delenv("VOICEHUB_WEBHOOK_SECRET", raising=False)
+    source = write_contacts(tmp_path / "contacts.csv", 3)
+    code = main(["campaign", str(source), "--agent", AGENT, "--webhook-port", "0"])
+    out, err = capsys.readouterr()
+    assert code == 2 and "VOICEHUB_WEBHOOK_SECRET" in err
+    assert "campaign [" not in out + err  # no progress line before a usage error
+    assert not (tmp_path / "contacts.results.journal.db").exists()
+
+
+async def test_a_403_stops_dialing_and_leaves_the_rest_pending(
+    sim: Simulator, client: VoiceHubClient, tmp_path: Path
+) -> None:
+    sim.inject(Fault.status(403, {"message": "forbidden"}), endpoint="trigger", times=50)
+    source = write_contacts(tmp_path / "contacts.csv", 50)
+    campaign = make_campaign(client, source, concurrency=1)
+    summary = await campaign.run()
+    cause = campaign.live.cause
+    assert cause is not None and cause.kind == "refused" and "403" in cause.message
+    assert summary.requests == 1 and summary.counts.get("pending", 0) == 49
+    assert summary.exit_code == 1
