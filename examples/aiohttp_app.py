@@ -8,6 +8,11 @@
   ready-made aiohttp handler, feed it, so it only polls calls whose events
   are late.
 * ``POST /calls`` places a call, ``GET /calls/{call_id}`` tells its status.
+* Every error is answered in one shape, ``{"error": code, "message": ...}``
+  (plus ``field`` when one input is at fault), 404s and 405s included, the
+  same as the FastAPI example's.
+* It serves on 127.0.0.1 unless ``HOST`` says otherwise (as uvicorn does):
+  an example should not open a port to the network by default.
 * A trigger runs in a task owned by the app, shielded from the request: if
   the handler is cancelled (aiohttp does so at shutdown, and on a client
   disconnect when ``handler_cancellation=True``), the trigger still finishes
@@ -17,7 +22,8 @@
 Run it (``pip install voicehub-async``)::
 
     export VOICEHUB_API_KEY=... VOICEHUB_WEBHOOK_SECRET=...
-    python examples/aiohttp_app.py            # serves on port 8000
+    python examples/aiohttp_app.py            # serves on 127.0.0.1:8000
+    HOST=0.0.0.0 python examples/aiohttp_app.py   # ... or on every interface
 
 Against the built-in simulator instead of VoiceHub::
 
@@ -36,7 +42,7 @@ import contextlib
 import logging
 import os
 from collections import OrderedDict
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any
 
 import attrs
@@ -67,6 +73,8 @@ class Settings:
     webhook_secret: str = attrs.field(repr=False)
     base_url: str | None = None
     default_agent_id: str | None = None
+    #: Where numbers without a country code are taken to be (e.g. "US").
+    default_region: str | None = None
     #: The client's connection pool: at most this many requests to VoiceHub
     #: at once, across all requests of this process; more wait for a slot.
     max_connections: int = 100
@@ -83,6 +91,7 @@ class Settings:
                 webhook_secret=os.environ["VOICEHUB_WEBHOOK_SECRET"],
                 base_url=os.environ.get("VOICEHUB_BASE_URL"),
                 default_agent_id=os.environ.get("VOICEHUB_AGENT_ID"),
+                default_region=os.environ.get("VOICEHUB_DEFAULT_REGION"),
             )
         except KeyError as exc:
             raise RuntimeError(f"set the {exc.args[0]} environment variable") from None
@@ -184,6 +193,7 @@ async def voicehub_context(app: web.Application) -> AsyncIterator[None]:
         VoiceHubClient(
             settings.api_key,
             base_url=settings.base_url,
+            default_region=settings.default_region,
             max_connections=settings.max_connections,
         ) as client,
         StatusPoller(
@@ -207,7 +217,39 @@ async def voicehub_context(app: web.Application) -> AsyncIterator[None]:
 
 
 def _error(status: int, kind: str, message: str, **extra: Any) -> web.Response:
+    """The one shape of every error answer: ``{"error": code, "message": ...}``."""
     return web.json_response({"error": kind, "message": message, **extra}, status=status)
+
+
+def _invalid(exc: InvalidRequestError) -> web.Response:
+    """422 for a request the SDK refused, worded for an HTTP client (the SDK's
+    own advice names the client's and the command line's options)."""
+    if exc.field in ("to", "from_number"):
+        reason = exc.reason.split(";")[0]
+        message = (
+            f"invalid {exc.field} {exc.value!r}: {reason}; send the number in international "
+            "format, with its country code, e.g. +14155550123"
+        )
+    else:
+        message = str(exc)
+    return _error(422, "invalid_input", message, field=exc.field)
+
+
+_HTTP_ERRORS = {404: "not_found", 405: "method_not_allowed", 413: "too_large"}
+
+
+@web.middleware
+async def json_errors(
+    request: web.Request, handler: Callable[[web.Request], Awaitable[web.StreamResponse]]
+) -> web.StreamResponse:
+    """aiohttp's own errors (no such route, wrong method) in the same JSON shape."""
+    try:
+        return await handler(request)
+    except web.HTTPException as exc:
+        if exc.status < 400:
+            raise
+        kind = _HTTP_ERRORS.get(exc.status, f"http_{exc.status}")
+        return _error(exc.status, kind, exc.reason.lower() if exc.reason else kind)
 
 
 async def place_call(request: web.Request) -> web.Response:
@@ -227,7 +269,7 @@ async def place_call(request: web.Request) -> web.Response:
             CallRequest(to=to, agent_id=agent_id, context=body.get("context"))
         )
     except InvalidRequestError as exc:
-        return _error(422, "invalid_input", str(exc), field=exc.field)
+        return _invalid(exc)
     except AmbiguousTriggerError as exc:
         return _error(
             502,
@@ -264,7 +306,7 @@ def create_app(settings: Settings | None = None) -> web.Application:
     """The application; ``python examples/aiohttp_app.py`` serves it."""
     settings = settings or Settings.from_env()
     receiver = WebhookReceiver(settings.webhook_secret)
-    app = web.Application()
+    app = web.Application(middlewares=[json_errors])
     app[SETTINGS] = settings
     app[RECEIVER] = receiver
     app.cleanup_ctx.append(voicehub_context)
@@ -275,6 +317,15 @@ def create_app(settings: Settings | None = None) -> web.Application:
     return app
 
 
-if __name__ == "__main__":
+def main() -> None:
+    """Serve on ``$HOST`` (default 127.0.0.1, as uvicorn) and ``$PORT`` (8000)."""
     logging.basicConfig(level=logging.INFO)
-    web.run_app(create_app(), port=int(os.environ.get("PORT", "8000")))
+    web.run_app(
+        create_app(),
+        host=os.environ.get("HOST", "127.0.0.1"),
+        port=int(os.environ.get("PORT", "8000")),
+    )
+
+
+if __name__ == "__main__":
+    main()

@@ -7,6 +7,9 @@
   VoiceHub's webhooks, received by the SDK's ready-made ASGI app routed at
   ``/webhooks/voicehub``, feed it, so it only polls calls whose events are late.
 * ``POST /calls`` places a call, ``GET /calls/{call_id}`` tells its status.
+* Every error is answered in one shape, ``{"error": code, "message": ...}``
+  (plus ``field`` when one input is at fault): FastAPI's own 404s and
+  validation errors included, the same as the aiohttp example's.
 * A trigger runs in a task owned by the app, shielded from the request: if the
   request handler is cancelled (the client went away, a timeout middleware,
   shutdown), the trigger still finishes and its outcome is recorded, instead
@@ -39,9 +42,11 @@ from collections.abc import AsyncIterator
 from typing import Any
 
 import attrs
-from fastapi import FastAPI, HTTPException, Request
+from fastapi import FastAPI, Request
+from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from pydantic import BaseModel
+from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.routing import Route
 
 from voicehub_async import (
@@ -69,6 +74,8 @@ class Settings:
     webhook_secret: str = attrs.field(repr=False)
     base_url: str | None = None
     default_agent_id: str | None = None
+    #: Where numbers without a country code are taken to be (e.g. "US").
+    default_region: str | None = None
     #: The client's connection pool: at most this many requests to VoiceHub
     #: at once, across all requests of this process; more wait for a slot.
     max_connections: int = 100
@@ -85,6 +92,7 @@ class Settings:
                 webhook_secret=os.environ["VOICEHUB_WEBHOOK_SECRET"],
                 base_url=os.environ.get("VOICEHUB_BASE_URL"),
                 default_agent_id=os.environ.get("VOICEHUB_AGENT_ID"),
+                default_region=os.environ.get("VOICEHUB_DEFAULT_REGION"),
             )
         except KeyError as exc:
             raise RuntimeError(f"set the {exc.args[0]} environment variable") from None
@@ -184,7 +192,44 @@ def _voicehub(request: Request) -> VoiceHub:
 
 
 def _error(status: int, kind: str, message: str, **extra: Any) -> JSONResponse:
+    """The one shape of every error answer: ``{"error": code, "message": ...}``."""
     return JSONResponse({"error": kind, "message": message, **extra}, status_code=status)
+
+
+def _invalid(exc: InvalidRequestError) -> JSONResponse:
+    """422 for a request the SDK refused, worded for an HTTP client (the SDK's
+    own advice names the client's and the command line's options)."""
+    if exc.field in ("to", "from_number"):
+        reason = exc.reason.split(";")[0]
+        message = (
+            f"invalid {exc.field} {exc.value!r}: {reason}; send the number in international "
+            "format, with its country code, e.g. +14155550123"
+        )
+    else:
+        message = str(exc)
+    return _error(422, "invalid_input", message, field=exc.field)
+
+
+_HTTP_ERRORS = {404: "not_found", 405: "method_not_allowed", 413: "too_large"}
+
+
+async def _http_error(request: Request, exc: Exception) -> JSONResponse:
+    """FastAPI's own errors (no such route, wrong method, ...) in the same shape."""
+    assert isinstance(exc, StarletteHTTPException)
+    kind = _HTTP_ERRORS.get(exc.status_code, f"http_{exc.status_code}")
+    return _error(exc.status_code, kind, str(exc.detail))
+
+
+async def _validation_error(request: Request, exc: Exception) -> JSONResponse:
+    """A body FastAPI could not read as ``CallIn``: the first problem, with its field."""
+    assert isinstance(exc, RequestValidationError)
+    errors = exc.errors()
+    first = errors[0] if errors else {}
+    where = [str(part) for part in first.get("loc", ()) if part != "body"]
+    field = ".".join(where) or None
+    what = str(first.get("msg", "invalid request")).lower()
+    message = f"{field}: {what}" if field else f"the body must be a JSON object ({what})"
+    return _error(422, "invalid_input", message, **({"field": field} if field else {}))
 
 
 def create_app(settings: Settings | None = None) -> FastAPI:
@@ -198,6 +243,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             VoiceHubClient(
                 settings.api_key,
                 base_url=settings.base_url,
+                default_region=settings.default_region,
                 max_connections=settings.max_connections,
             ) as client,
             StatusPoller(
@@ -221,6 +267,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
 
     app = FastAPI(title="voicehub-async example", lifespan=lifespan)
     app.state.settings = settings
+    app.add_exception_handler(StarletteHTTPException, _http_error)
+    app.add_exception_handler(RequestValidationError, _validation_error)
     # The SDK's ASGI app: checks the secret, drops repeats, feeds the poller.
     # A Route (not a Mount) so that the URL is exactly this, with no slash added.
     app.router.routes.append(
@@ -238,7 +286,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
                 CallRequest(to=body.to, agent_id=agent_id, context=body.context)
             )
         except InvalidRequestError as exc:
-            return _error(422, "invalid_input", str(exc), field=exc.field)
+            return _invalid(exc)
         except AmbiguousTriggerError as exc:
             return _error(
                 502, "ambiguous",
@@ -263,7 +311,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         try:  # not placed by this process (or forgotten): ask VoiceHub
             call = await hub.client.get_call(call_id)
         except NotFoundError:
-            raise HTTPException(404, "no such call") from None
+            return _error(404, "not_found", "no such call")
         except VoiceHubError as exc:
             return _error(502, "unavailable", str(exc))
         return {"id": call.id, "status": call.status.name, "final": call.is_terminal}

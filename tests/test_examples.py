@@ -342,3 +342,71 @@ async def test_sdk_cancelled_trigger_raises_and_is_never_resent(
         await _wait_for(_async(lambda: not sim.simulator._sleepers))
     assert sim.trigger_count == 1
     assert sim.calls_placed_to(NUMBER) == 1
+
+
+# -- one error shape, worded for HTTP clients ------------------------------------------------
+
+#: (method, path, body) -> (status, error code, field or None): the same answers from both apps.
+ERROR_CASES = [
+    (("post", "/calls", {"to": "(415) 555-0103", "agent_id": "agent-1"}),
+     (422, "invalid_input", "to")),
+    (("post", "/calls", {"agent_id": "agent-1"}), (422, "invalid_input", "to")),
+    (("post", "/calls", {"to": NUMBER}), (422, "invalid_input", "agent_id")),
+    (("get", "/no/such/route", None), (404, "not_found", None)),
+    (("get", "/calls/call-that-does-not-exist", None), (404, "not_found", None)),
+    (("delete", "/calls", None), (405, "method_not_allowed", None)),
+]  # fmt: skip
+
+
+def _check_error(status: int, body: Any, expected: tuple[int, str, str | None]) -> None:
+    want_status, want_error, want_field = expected
+    assert status == want_status, body
+    assert isinstance(body, dict) and set(body) <= {"error", "message", "field"}, body
+    assert body["error"] == want_error and isinstance(body["message"], str) and body["message"]
+    assert body.get("field") == want_field
+    # Advice for the SDK's own users (the client's option, the command line's
+    # flag) means nothing to an HTTP client.
+    assert "--default-region" not in body["message"]
+    assert "default_region" not in body["message"]
+    if want_field == "to" and "555-0103" in json.dumps(body):
+        assert "international format" in body["message"] and "+14155550123" in body["message"]
+
+
+async def test_fastapi_errors_have_one_shape(
+    fastapi_module: ModuleType, voicehub_simulator_factory: SimulatorFactory
+) -> None:
+    sim = voicehub_simulator_factory(QUICK)
+    async with _fastapi(fastapi_module, sim) as (_app, http):
+        for (method, path, body), expected in ERROR_CASES:
+            answer = await http.request(method, path, json=body)
+            _check_error(answer.status_code, answer.json(), expected)
+    assert sim.trigger_count == 0
+
+
+async def test_aiohttp_errors_have_one_shape(
+    aiohttp_module: ModuleType, voicehub_simulator_factory: SimulatorFactory
+) -> None:
+    from aiohttp.test_utils import TestClient, TestServer
+
+    sim = voicehub_simulator_factory(QUICK)
+    app = aiohttp_module.create_app(_settings(aiohttp_module, sim))
+    async with TestClient(TestServer(app)) as client:
+        for (method, path, body), expected in ERROR_CASES:
+            answer = await client.request(method, path, json=body)
+            _check_error(answer.status, await answer.json(), expected)
+    assert sim.trigger_count == 0
+
+
+def test_aiohttp_example_binds_loopback_by_default(
+    aiohttp_module: ModuleType, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    served: list[dict[str, Any]] = []
+    monkeypatch.setattr(aiohttp_module.web, "run_app", lambda app, **kw: served.append(kw))
+    monkeypatch.setenv("VOICEHUB_API_KEY", "key")
+    monkeypatch.setenv("VOICEHUB_WEBHOOK_SECRET", "secret")
+    monkeypatch.delenv("HOST", raising=False)
+    monkeypatch.delenv("PORT", raising=False)
+    aiohttp_module.main()
+    monkeypatch.setenv("HOST", "0.0.0.0")
+    aiohttp_module.main()
+    assert [(kw["host"], kw["port"]) for kw in served] == [("127.0.0.1", 8000), ("0.0.0.0", 8000)]

@@ -347,8 +347,10 @@ async def test_run_follows_every_call_to_its_end() -> None:
     # The ceiling is not what this test is about: on a loaded machine polls lag
     # (at time scale 50, 0.2 s of lag is 10 simulated seconds) and calls stay
     # "live" longer, so keep it far out of reach.
-    config = _config("0:5/s,20:20/s,40:20/s", max_live=100_000)
-    async with simulated_service(time_scale=50, lifecycle=SHORT_CALLS) as sim:
+    # Time scale 20, not 50: 650 calls polled every 2 simulated seconds are
+    # 0.1 s apart in real time, which a shared 2-core machine keeps up with.
+    config = _config("0:5/s,20:20/s,40:20/s", max_live=100_000, time_scale=20.0)
+    async with simulated_service(time_scale=20, lifecycle=SHORT_CALLS) as sim:
         async with VoiceHubClient(sim.api_key, base_url=sim.base_url) as client:
             test = LoadTest(client, config, simulated=True)
             result = await test.run()
@@ -364,7 +366,7 @@ async def test_run_follows_every_call_to_its_end() -> None:
     # (generous: a loaded machine stretches the lag, never below the queueing).
     assert result.time_to_started.p50 is not None and 1 <= result.time_to_started.p50 <= 60
     assert result.duration.p50 is not None and result.duration.p50 >= 10
-    assert result.info.simulated and result.info.time_scale == 50
+    assert result.info.simulated and result.info.time_scale == 20
     assert result.info.wall_seconds < 120
     assert test.progress().live == 0 and not test.progress().placing
 
@@ -583,3 +585,97 @@ def test_cli_refuses_bad_input_before_sending(
     assert code == 2
     assert message in err
     assert "Traceback" not in err
+
+
+def test_a_number_without_country_code_says_what_to_do(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    numbers = tmp_path / "numbers.txt"
+    numbers.write_text("+14155550101\n+14155550102\n(415) 555-0103\n")
+    monkeypatch.setenv("VOICEHUB_API_KEY", "key")
+    code, _, err = _run_cli(
+        ["loadtest", "--agent", "a1", "--numbers", str(numbers), "--rate", "1/s",
+         "--duration", "5", "--dry-run"],
+        capsys,
+    )  # fmt: skip
+    assert code == 2
+    assert "line 3: '(415) 555-0103': no country code" in err
+    assert " is no country code" not in err  # it read "'...' is no country code"
+    assert "--default-region" in err  # what to do about it
+    # ... and with it, the line is fine.
+    code, out, err = _run_cli(
+        ["loadtest", "--agent", "a1", "--numbers", str(numbers), "--rate", "1/s",
+         "--duration", "5", "--dry-run", "--default-region", "US"],
+        capsys,
+    )  # fmt: skip
+    assert code == 0, err
+    assert "3 test number(s)" in out
+
+
+@pytest.mark.parametrize(
+    ("extra", "env", "target"),
+    [
+        ([], None, "the VoiceHub API at https://voicehub.dataqueue.ai"),
+        (["--base-url", "https://staging.example.com/"], None,
+         "the VoiceHub API at https://staging.example.com"),
+        ([], "http://127.0.0.1:8080", "the VoiceHub API at http://127.0.0.1:8080"),
+        (["--simulate"], None, "the built-in simulator"),
+    ],
+)  # fmt: skip
+def test_plan_names_the_base_url(
+    extra: list[str],
+    env: str | None,
+    target: str,
+    tmp_path: Path,
+    capsys: pytest.CaptureFixture[str],
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    if env is None:
+        monkeypatch.delenv("VOICEHUB_BASE_URL", raising=False)
+    else:
+        monkeypatch.setenv("VOICEHUB_BASE_URL", env)
+    numbers = tmp_path / "numbers.txt"
+    numbers.write_text("+14155550101\n")
+    code, out, err = _run_cli(
+        ["loadtest", "--agent", "a1", "--numbers", str(numbers), "--rate", "1/s",
+         "--duration", "5", "--dry-run", *extra],
+        capsys,
+    )  # fmt: skip
+    assert code == 0, err
+    assert target in out
+    assert "the VoiceHub API\n" not in out
+
+
+def test_percentile_chart_intervals_span_several_polls() -> None:
+    from voicehub_async.loadtest.metrics import chart_interval
+
+    # The default simulated run: 2 s buckets over about 3 minutes, polled every 2 s.
+    assert chart_interval(180, 2, 2) == 20  # 9 intervals, each 10 poll rounds
+    assert chart_interval(3600, 60, 2) == 300  # long runs: about 15 intervals
+    assert chart_interval(20, 1, 2) == 10  # short runs: still 5 poll rounds
+    width = chart_interval(100, 15, 1)
+    assert width % 15 == 0 and width >= 100 / 15
+
+
+def test_report_percentiles_over_wide_intervals(tmp_path: Path) -> None:
+    """The intervals merge the buckets' histograms: their counts add up, and
+    the charts draw a p50-p95 band with p99 over it."""
+    pytest.importorskip("matplotlib")
+    m = LoadMetrics(bucket=1.0)
+    for i in range(200):
+        t = i * 0.1
+        m.record_due(t)
+        m.record_sent(t)
+        m.record_placed(t, t, 0.01)
+        m.record_started(t, 2.0 + (i % 10) / 10)
+    result = m.result(_info(ramp="0:10/s,20:10/s", ramp_seconds=20.0), until=20.0)
+    assert result.interval_seconds == 10
+    assert [p.t for p in result.intervals] == [0.0, 10.0]
+    assert [p.time_to_started.count for p in result.intervals] == [100, 100]
+    assert sum(p.time_to_started.count for p in result.intervals) == result.time_to_started.count
+    page = render_html(result)
+    # matplotlib draws text as glyphs, each run of text after a comment naming it.
+    assert "<!-- p50 to p95 -->" in page and "<!-- p99 -->" in page
+    assert "10 s interval" in page
+    data = result.to_dict()
+    assert data["interval_seconds"] == 10 and len(data["intervals"]) == 2

@@ -20,6 +20,7 @@ import cattrs
 import phonenumbers
 from cattrs.gen import make_dict_unstructure_fn, override
 
+from ._time import is_aware
 from .errors import InvalidRequestError
 
 __all__ = [
@@ -318,7 +319,7 @@ def _check_scheduled_at(when: Any, now: datetime) -> datetime | None:
         raise InvalidRequestError(
             "scheduled_at", when, "must be a time-zone-aware datetime.datetime"
         )
-    if when.tzinfo is None or when.utcoffset() is None:
+    if not is_aware(when):
         raise InvalidRequestError(
             "scheduled_at",
             when,

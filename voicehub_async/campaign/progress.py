@@ -16,6 +16,7 @@ import contextlib
 from collections.abc import AsyncIterator, Callable
 from typing import IO, TYPE_CHECKING, Final
 
+from .._time import format_duration
 from .summary import CampaignProgress
 
 if TYPE_CHECKING:
@@ -26,18 +27,6 @@ if TYPE_CHECKING:
 __all__ = ["dial_rate", "format_duration", "plain_line", "show_progress"]
 
 _RICH_REFRESH: Final = 0.25
-
-
-def format_duration(seconds: float | None) -> str:
-    """``1h02m``, ``3m05s``, ``42s``; ``?`` when unknown."""
-    if seconds is None:
-        return "?"
-    whole = round(seconds)
-    if whole >= 3600:
-        return f"{whole // 3600}h{whole % 3600 // 60:02d}m"
-    if whole >= 60:
-        return f"{whole // 60}m{whole % 60:02d}s"
-    return f"{whole}s"
 
 
 def dial_rate(stats: DispatchStats | None) -> float:

@@ -25,12 +25,12 @@ import argparse
 import asyncio
 import contextlib
 import os
-import signal
 import sys
-import threading
 from collections.abc import Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Final
+
+from voicehub_async._signals import handle_signals
 
 from ._common import (
     EXIT_API_ERROR,
@@ -335,9 +335,6 @@ def _signals(campaign: Campaign, console: Console) -> Iterator[list[int]]:
     anyway if the campaign has not returned within a few seconds.
     """
     received: list[int] = []
-    if threading.current_thread() is not threading.main_thread():
-        yield received
-        return
     loop = asyncio.get_running_loop()
 
     def on_signal(signum: int) -> None:
@@ -357,18 +354,8 @@ def _signals(campaign: Campaign, console: Console) -> Iterator[list[int]]:
         # consistent at any instant (marks are committed before sending).
         loop.call_later(_ABORT_GRACE, _exit_now, 128 + signum)
 
-    installed: list[signal.Signals] = []
-    try:
-        for sig in (signal.SIGINT, signal.SIGTERM):
-            try:
-                loop.add_signal_handler(sig, on_signal, int(sig))
-                installed.append(sig)
-            except (NotImplementedError, RuntimeError):  # Windows
-                pass
+    with handle_signals(on_signal):
         yield received
-    finally:
-        for sig in installed:
-            loop.remove_signal_handler(sig)
 
 
 def _exit_now(code: int) -> None:

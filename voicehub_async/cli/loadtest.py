@@ -8,6 +8,11 @@ still follows the live ones so the report is complete, twice aborts.
 
 ``--simulate`` runs the built-in simulator in-process and needs no other
 option (see :mod:`voicehub_async.loadtest.simulated` for its defaults).
+
+Exit statuses, for CI: 0 the run went through and every ``--threshold``
+held; 1 the run itself failed (no trigger placed, more than half of them not
+placed, or the service or a file failed); 2 bad usage or input, nothing sent;
+99 a threshold failed (k6's convention); 130 interrupted twice.
 """
 
 from __future__ import annotations
@@ -19,12 +24,14 @@ import os
 import secrets
 import signal
 import sys
-import threading
 from collections.abc import Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Final
 
+from voicehub_async._signals import handle_signals
+
 from ._common import (
+    EXIT_API_ERROR,
     EXIT_OK,
     CommandError,
     add_client_arguments,
@@ -43,9 +50,13 @@ if TYPE_CHECKING:
     from voicehub_async.loadtest.metrics import LoadTestResult
     from voicehub_async.loadtest.ramp import Ramp
     from voicehub_async.loadtest.runner import LoadTest, LoadTestConfig
+    from voicehub_async.loadtest.thresholds import Threshold
     from voicehub_async.webhooks import WebhookReceiver
 
-__all__ = ["register"]
+__all__ = ["EXIT_THRESHOLD_FAILED", "register"]
+
+#: A threshold failed: k6's exit status, so CI scripts written for k6 work.
+EXIT_THRESHOLD_FAILED: Final = 99
 
 WEBHOOK_SECRET_ENV: Final = "VOICEHUB_WEBHOOK_SECRET"
 #: Real seconds between two plain progress lines when stderr is not a terminal.
@@ -135,6 +146,34 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
         help="stop following a call after this long and count it timed_out (default: %(default)s)",
     )
 
+    gate = parser.add_argument_group(
+        "pass or fail (for CI)",
+        "exit 0: passed; 1: the run failed (no trigger placed, or more than half not placed); "
+        "2: bad usage, nothing sent; 99: a threshold failed",
+    )
+    gate.add_argument(
+        "--threshold",
+        dest="thresholds",
+        action="append",
+        default=[],
+        metavar="EXPR",
+        help="a pass/fail criterion, as k6 writes them (repeatable): e.g. "
+        "'time_to_started.p95<5s', 'trigger_latency.p99<800ms', 'ambiguous==0', "
+        "'answered_rate>=0.9', 'dropped_rate<1%%'; the run exits 99 when one fails",
+    )
+    gate.add_argument(
+        "--abort-on-fail",
+        action="store_true",
+        help="stop the ramp as soon as a threshold cannot hold any more (live calls are "
+        "still followed to their end)",
+    )
+    gate.add_argument(
+        "--junit",
+        metavar="FILE",
+        type=Path,
+        help="write the verdicts as JUnit XML: a test case per threshold, plus 'run'",
+    )
+
     out = parser.add_argument_group("report")
     out.add_argument(
         "--report",
@@ -163,8 +202,6 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
     )
     add_client_arguments(parser)
     parser.set_defaults(handler=run_loadtest)
-
-
 
 
 def _port(text: str) -> int:
@@ -234,6 +271,26 @@ def _numbers(args: argparse.Namespace) -> tuple[str, ...]:
         ) from None
 
 
+def _thresholds(args: argparse.Namespace) -> tuple[Threshold, ...]:
+    from voicehub_async.loadtest.thresholds import Threshold
+
+    thresholds = []
+    for text in args.thresholds:
+        try:
+            thresholds.append(Threshold.parse(text))
+        except ValueError as exc:
+            raise CommandError(f"--threshold: {exc}", field="--threshold") from None
+    if args.abort_on_fail and not thresholds:
+        raise CommandError("--abort-on-fail needs a --threshold to judge", field="--abort-on-fail")
+    return tuple(thresholds)
+
+
+def _check_folder(option: str, path: Path | None) -> None:
+    """Found now, not after the run has placed all its calls."""
+    if path is not None and not path.parent.is_dir():
+        raise CommandError(f"{option}: no such folder: {path.parent}", field=option)
+
+
 def _config(args: argparse.Namespace) -> LoadTestConfig:
     from voicehub_async.errors import InvalidRequestError
     from voicehub_async.loadtest.runner import LoadTestConfig
@@ -273,6 +330,8 @@ def _config(args: argparse.Namespace) -> LoadTestConfig:
         max_call_time=_duration("--max-call-time", args.max_call_time),
         context=context,
         from_number=from_number,
+        thresholds=_thresholds(args),
+        abort_on_fail=args.abort_on_fail,
     )
 
 
@@ -313,16 +372,14 @@ def run_loadtest(args: argparse.Namespace) -> Any:
             check_report_support(args.report)
         except ReportUnavailableError as exc:
             raise CommandError(str(exc), kind="configuration", field="--report") from None
-        folder = args.report.parent
-        if not folder.is_dir():
-            # Found now, not after the run has placed all its calls.
-            raise CommandError(f"--report: no such folder: {folder}", field="--report")
+        _check_folder("--report", args.report)
+    _check_folder("--junit", args.junit)
     secret = _webhook_secret(args)
     client = None if args.simulate or args.dry_run else make_client(args)
     ramp = config.ramp
     plan = [
         ("agent", config.agent_id),
-        ("target", "the built-in simulator" if args.simulate else "the VoiceHub API"),
+        ("target", _target(args, client)),
         ("numbers", f"{len(set(config.numbers))} test number(s)"),
         ("ramp", f"{ramp} ({format_duration(ramp.duration)})"),
         (
@@ -338,6 +395,10 @@ def run_loadtest(args: argparse.Namespace) -> Any:
                 f"{format_duration(ramp.duration / config.time_scale)} of wall time",
             )
         )
+    for threshold in config.thresholds:
+        plan.append(("threshold", str(threshold)))
+    if config.abort_on_fail:
+        plan.append(("abort on fail", "the ramp stops once a threshold cannot hold"))
     if args.dry_run:
         if args.json:
             print_json({"plan": dict(plan), "dry_run": True})
@@ -349,6 +410,25 @@ def run_loadtest(args: argparse.Namespace) -> Any:
     return _run(args, config, client, secret)
 
 
+def _target(args: argparse.Namespace, client: VoiceHubClient | None) -> str:
+    """What the run talks to, with the URL: a plan against a staging URL must say so."""
+    from voicehub_async.config import DEFAULT_BASE_URL, check_base_url
+
+    from ._common import BASE_URL_ENV
+
+    if args.simulate:
+        return "the built-in simulator (in-process)"
+    if client is not None:
+        url = client.base_url
+    else:  # --dry-run makes no client (it needs no key)
+        url = args.base_url or os.environ.get(BASE_URL_ENV) or DEFAULT_BASE_URL
+        try:
+            url = check_base_url(url)
+        except ValueError as exc:
+            raise CommandError(str(exc), kind="configuration", field="--base-url") from None
+    return f"the VoiceHub API at {url}"
+
+
 async def _run(
     args: argparse.Namespace,
     config: LoadTestConfig,
@@ -356,9 +436,11 @@ async def _run(
     secret: str | None,
 ) -> int:
     from voicehub_async.client import VoiceHubClient
+    from voicehub_async.loadtest.junit import write_junit
     from voicehub_async.loadtest.report import write_report
     from voicehub_async.loadtest.runner import LoadTest
     from voicehub_async.loadtest.simulated import simulated_service
+    from voicehub_async.loadtest.thresholds import run_problem
     from voicehub_async.loadtest.webhook_server import serve_webhooks
     from voicehub_async.webhooks import WebhookReceiver
 
@@ -395,12 +477,34 @@ async def _run(
         with _stop_on_interrupt(test, None if args.json else make_console(stderr=True)):
             result = await _with_progress(test, show=not args.json)
     written = write_report(result, args.report) if args.report is not None else []
+    if args.junit is not None:
+        written.append(write_junit(result, args.junit))
+    problem = run_problem(result)
+    code = exit_status(result)
     if args.json:
         data = result.to_dict()
         data["report_files"] = [str(path) for path in written]
+        data["problem"] = problem
+        data["exit_code"] = code
         print_json(data)
     else:
         _print_summary(make_console(), result, written)
+        _print_verdicts(make_console(), result, problem)
+    return code
+
+
+def exit_status(result: LoadTestResult) -> int:
+    """1 when the run failed on its own, else 99 when a threshold failed, else 0.
+
+    A run that placed nothing says more about the key or the URL than any
+    threshold, so its status wins.
+    """
+    from voicehub_async.loadtest.thresholds import run_problem
+
+    if run_problem(result) is not None:
+        return EXIT_API_ERROR
+    if not result.thresholds_passed:
+        return EXIT_THRESHOLD_FAILED
     return EXIT_OK
 
 
@@ -408,13 +512,9 @@ async def _run(
 def _stop_on_interrupt(test: LoadTest, console: Console | None) -> Iterator[None]:
     """First Ctrl-C: stop the ramp, keep following live calls. The handler
     then removes itself, so a second Ctrl-C interrupts as usual."""
-    loop = asyncio.get_running_loop()
-    if threading.current_thread() is not threading.main_thread():
-        yield
-        return
 
-    def first_interrupt() -> None:
-        loop.remove_signal_handler(signal.SIGINT)
+    def first_interrupt(_signum: int) -> None:
+        restore()
         test.stop()
         if console is not None:
             console.print(
@@ -423,15 +523,8 @@ def _stop_on_interrupt(test: LoadTest, console: Console | None) -> Iterator[None
                 highlight=False,
             )
 
-    try:
-        loop.add_signal_handler(signal.SIGINT, first_interrupt)
-    except (NotImplementedError, RuntimeError):  # Windows, or no signals here
+    with handle_signals(first_interrupt, (signal.SIGINT,)) as restore:
         yield
-        return
-    try:
-        yield
-    finally:
-        loop.remove_signal_handler(signal.SIGINT)
 
 
 def _status_line(test: LoadTest) -> str:
@@ -534,3 +627,53 @@ def _print_summary(console: Console, result: LoadTestResult, written: list[Path]
     for path in written:
         rows.append(("report", str(path)))
     print_fields(console, rows, title=f"Load test of {info.agent_id}: {info.ramp}")
+
+
+def _print_verdicts(console: Console, result: LoadTestResult, problem: str | None) -> None:
+    """The thresholds with a mark each, then one line saying how the run ends."""
+    from rich.text import Text
+
+    if result.verdicts:
+        rows: list[tuple[str, object]] = []
+        for verdict in result.verdicts:
+            mark = Text("✓ pass", style="green") if verdict.passed else Text("✗ FAIL", style="red")
+            note = ""
+            if result.info.aborted_by == verdict.threshold.expression:
+                note = "  (could not hold any more: the ramp was stopped)"
+            rows.append((str(verdict.threshold), Text.assemble(mark, f"  {verdict.shown}{note}")))
+        print_fields(console, rows, title="Thresholds")
+    failed = [str(v.threshold) for v in result.verdicts if not v.passed]
+    if problem is not None:
+        console.print(
+            Text(
+                f"load test FAILED: {problem}; {_what_to_check(result)} "
+                f"(exit status {EXIT_API_ERROR})",
+                style="bold red",
+            )
+        )
+    elif failed:
+        console.print(
+            Text(
+                f"{len(failed)} threshold(s) failed: {', '.join(failed)} "
+                f"(exit status {EXIT_THRESHOLD_FAILED})",
+                style="bold red",
+            )
+        )
+    elif result.verdicts:
+        console.print(Text(f"all {len(result.verdicts)} threshold(s) passed", style="green"))
+
+
+def _what_to_check(result: LoadTestResult) -> str:
+    """Where to look first, from the commonest reason the triggers failed."""
+    from ._common import API_KEY_ENV, BASE_URL_ENV
+
+    if not result.not_placed:
+        return "nothing was sent: see the messages above"
+    kind = max(result.not_placed, key=lambda k: result.not_placed[k])
+    if kind in ("http_401", "http_403"):
+        return f"the service refused the API key: check ${API_KEY_ENV}"
+    if kind.startswith("http_3") or kind == "http_404" or kind == "connection_failed":
+        return f"the service is not where the URL says: check --base-url / ${BASE_URL_ENV}"
+    if kind == "rate_limited":
+        return "the service rate-limited the triggers: lower the ramp"
+    return "the service failed the triggers: see the reasons not placed above"

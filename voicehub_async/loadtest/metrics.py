@@ -26,20 +26,25 @@ from __future__ import annotations
 import math
 from collections import Counter
 from collections.abc import Iterable, Mapping, Sequence
-from typing import Any, Final
+from typing import TYPE_CHECKING, Any, Final
 
 import attrs
 
 from ..models import CallStatus
 from ..stats import LatencyHistogram
 
+if TYPE_CHECKING:
+    from .thresholds import Verdict
+
 __all__ = [
     "ANSWERED_STATUSES",
+    "IntervalPoint",
     "LoadMetrics",
     "LoadTestResult",
     "Percentiles",
     "RunInfo",
     "TimelinePoint",
+    "chart_interval",
     "nice_bucket",
     "percentile",
 ]
@@ -136,6 +141,10 @@ class _Distribution:
         self.histogram.add(value)
         self.total += value
 
+    def merge(self, other: _Distribution) -> None:
+        self.histogram.merge(other.histogram)
+        self.total += other.total
+
 
 @attrs.frozen
 class TimelinePoint:
@@ -170,6 +179,38 @@ class TimelinePoint:
 
 
 @attrs.frozen
+class IntervalPoint:
+    """Percentiles of the calls *sent* in ``[t, t + width)``, an interval
+    several timeline buckets wide (see :func:`chart_interval`)."""
+
+    t: float
+    time_to_started: Percentiles
+    duration: Percentiles
+    trigger_latency_ms: Percentiles
+
+    def to_dict(self) -> dict[str, Any]:
+        return attrs.asdict(self)
+
+
+#: About this many intervals over a run in the percentile charts.
+_CHART_INTERVALS: Final = 15
+#: An interval spans at least this many poll intervals, so that where each
+#: call fell in the polling cycle averages out instead of drawing a saw-tooth.
+_POLLS_PER_INTERVAL: Final = 5
+
+
+def chart_interval(span: float, bucket: float, poll_interval: float) -> float:
+    """The width of the percentile charts' intervals: a round multiple of
+    ``bucket`` giving about 15 intervals over ``span`` seconds, and never
+    shorter than five poll intervals."""
+    wanted = max(span / _CHART_INTERVALS, _POLLS_PER_INTERVAL * poll_interval, bucket)
+    for step in _NICE_STEPS:
+        if step >= wanted and math.isclose(step / bucket, round(step / bucket)):
+            return float(step)
+    return bucket * math.ceil(wanted / bucket)
+
+
+@attrs.frozen
 class RunInfo:
     """How the run was set up, as shown at the top of a report."""
 
@@ -187,6 +228,8 @@ class RunInfo:
     #: Ramp seconds at which the run stopped placing calls early (Ctrl-C,
     #: :meth:`~.runner.LoadTest.stop`); None when the ramp ran to its end.
     stopped_at: float | None = None
+    #: The threshold that stopped the ramp (``abort_on_fail``), as written.
+    aborted_by: str | None = None
 
     def to_dict(self) -> dict[str, Any]:
         return attrs.asdict(self)
@@ -204,6 +247,11 @@ class LoadTestResult:
     (those calls may exist, but have no id to follow). ``send_lag`` is how
     late triggers went out compared with the ramp (run seconds): if it grows,
     the machine running the test was the bottleneck, not the service.
+    ``ended_unanswered`` counts placed calls that ended without ever being
+    seen talking. ``verdicts`` are the run's thresholds and how it fared
+    (:mod:`.thresholds`; the JSON calls them ``thresholds``); ``intervals``
+    are the percentiles again over wider intervals of ``interval_seconds``,
+    each holding enough calls and poll rounds for the charts to read.
     """
 
     info: RunInfo
@@ -224,19 +272,30 @@ class LoadTestResult:
     trigger_latency_ms: Percentiles
     send_lag: Percentiles
     timeline: tuple[TimelinePoint, ...]
+    ended_unanswered: int = 0
+    interval_seconds: float = 0.0
+    intervals: tuple[IntervalPoint, ...] = ()
+    verdicts: tuple[Verdict, ...] = ()
 
     @property
     def failed(self) -> int:
         """Placed calls that ended other than ``completed``."""
         return sum(n for status, n in self.final_statuses.items() if status != "completed")
 
+    @property
+    def thresholds_passed(self) -> bool:
+        """True when every threshold held (and when there were none)."""
+        return all(verdict.passed for verdict in self.verdicts)
+
     def to_dict(self) -> dict[str, Any]:
         """Plain JSON-able data (the report's ``.json``)."""
-        data = attrs.asdict(self, recurse=True)
+        data = attrs.asdict(self, recurse=True, filter=lambda a, _v: a.name != "verdicts")
         data["failed"] = self.failed
         data["not_placed"] = dict(self.not_placed)
         data["final_statuses"] = dict(self.final_statuses)
         data["timeline"] = [point.to_dict() for point in self.timeline]
+        data["intervals"] = [point.to_dict() for point in self.intervals]
+        data["thresholds"] = [verdict.to_dict() for verdict in self.verdicts]
         return data
 
 
@@ -280,6 +339,7 @@ class LoadMetrics:
         self.placed = 0
         self.answered = 0
         self.started = 0
+        self.ended_unanswered = 0
         self.not_placed: Counter[str] = Counter()
         self.final_statuses: Counter[str] = Counter()
         self._to_started = _Distribution()
@@ -349,10 +409,22 @@ class LoadMetrics:
         self.answered += 1
         self._at(t).answered += 1
 
-    def record_ended(self, t: float, status: str, sent_at: float, duration: float | None) -> None:
+    def record_ended(
+        self,
+        t: float,
+        status: str,
+        sent_at: float,
+        duration: float | None,
+        *,
+        answered: bool | None = None,
+    ) -> None:
         """The call reached its final ``status``; ``duration`` (recorded for
-        completed calls) is from started to the end, None when unknown."""
+        completed calls) is from started to the end, None when unknown.
+        ``answered``: whether it was ever seen talking (None: only if it
+        completed)."""
         self.final_statuses[status] += 1
+        if not (status in ANSWERED_STATUSES if answered is None else answered):
+            self.ended_unanswered += 1
         bucket = self._at(t)
         bucket.ended += 1
         if status == "completed":
@@ -366,19 +438,22 @@ class LoadMetrics:
 
     # -- the result -----------------------------------------------------------------------
 
-    def result(self, info: RunInfo, until: float | None = None) -> LoadTestResult:
+    def result(
+        self, info: RunInfo, until: float | None = None, *, timeline: bool = True
+    ) -> LoadTestResult:
         """The figures so far, with a timeline from 0 to ``until`` seconds
-        (default: the last event)."""
+        (default: the last event). ``timeline=False`` leaves the timeline and
+        the intervals out: the totals alone, cheap enough to take mid-run."""
         if until is not None:
             self._at(max(0.0, until - 1e-9))
         width = self.bucket
-        timeline: list[TimelinePoint] = []
+        points: list[TimelinePoint] = []
         live = 0
-        for index, b in enumerate(self._buckets):
+        for index, b in enumerate(self._buckets if timeline else ()):
             # The level at the end from the deltas (right whatever the order
             # events came in); the peak as observed while they came.
             live += b.live_delta
-            timeline.append(
+            points.append(
                 TimelinePoint(
                     t=index * width,
                     due=b.due,
@@ -399,6 +474,8 @@ class LoadMetrics:
                     trigger_latency_ms=Percentiles.of_distribution(b.latencies, 1000.0),
                 )
             )
+        span = len(self._buckets) * width
+        interval = chart_interval(span, width, info.poll_interval)
         return LoadTestResult(
             info=info,
             bucket_seconds=width,
@@ -417,5 +494,28 @@ class LoadMetrics:
             duration=Percentiles.of_distribution(self._durations),
             trigger_latency_ms=Percentiles.of_distribution(self._latencies, 1000.0),
             send_lag=Percentiles.of_distribution(self._send_lag),
-            timeline=tuple(timeline),
+            timeline=tuple(points),
+            ended_unanswered=self.ended_unanswered,
+            interval_seconds=interval,
+            intervals=self._intervals(interval) if timeline else (),
         )
+
+    def _intervals(self, width: float) -> tuple[IntervalPoint, ...]:
+        """The buckets merged ``width / bucket`` at a time."""
+        per = max(1, round(width / self.bucket))
+        intervals: list[IntervalPoint] = []
+        for first in range(0, len(self._buckets), per):
+            to_started, durations, latencies = _Distribution(), _Distribution(), _Distribution()
+            for b in self._buckets[first : first + per]:
+                to_started.merge(b.to_started)
+                durations.merge(b.durations)
+                latencies.merge(b.latencies)
+            intervals.append(
+                IntervalPoint(
+                    t=first * self.bucket,
+                    time_to_started=Percentiles.of_distribution(to_started),
+                    duration=Percentiles.of_distribution(durations),
+                    trigger_latency_ms=Percentiles.of_distribution(latencies, 1000.0),
+                )
+            )
+        return tuple(intervals)

@@ -55,7 +55,9 @@ def parse_numbers(
         try:
             numbers.append(normalize_number(field, "number", default_region))
         except InvalidRequestError as exc:
-            problems.append((line_number, f"{field!r} is {exc.reason}"))
+            # "line 3: '(415) 555-0103': no country code; write it as ...": the
+            # reason is the SDK's, and it says what to do.
+            problems.append((line_number, f"{field!r}: {exc.reason}"))
     if problems or not numbers:
         raise NumbersFileError(source, problems)
     return tuple(numbers)

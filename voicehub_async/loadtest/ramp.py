@@ -24,6 +24,8 @@ from typing import Final
 
 import attrs
 
+from .._time import format_duration
+
 __all__ = ["Ramp", "RampPoint", "format_duration", "parse_duration", "parse_rate"]
 
 _DURATION_UNITS: Final = {"": 1.0, "s": 1.0, "m": 60.0, "min": 60.0, "h": 3600.0}
@@ -48,18 +50,6 @@ def parse_rate(text: str) -> float:
     if match is None:
         raise ValueError(f"not a rate: {text!r} (write e.g. 10/s, 30/m, 600/h)")
     return float(match.group(1)) / _RATE_UNITS[(match.group(2) or "s").lower()]
-
-
-def format_duration(seconds: float) -> str:
-    """``125.0`` -> ``"2m05s"``: short, for plans and report titles."""
-    whole = round(seconds)
-    if whole < 60:
-        return f"{seconds:g}s" if seconds != whole else f"{whole}s"
-    minutes, secs = divmod(whole, 60)
-    if minutes < 60:
-        return f"{minutes}m{secs:02d}s"
-    hours, minutes = divmod(minutes, 60)
-    return f"{hours}h{minutes:02d}m{secs:02d}s"
 
 
 def _format_rate(rate: float) -> str:

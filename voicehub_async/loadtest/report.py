@@ -27,7 +27,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Final
 
-from .metrics import LoadTestResult, Percentiles, TimelinePoint
+from .metrics import IntervalPoint, LoadTestResult, Percentiles
 from .ramp import Ramp, format_duration
 
 if TYPE_CHECKING:
@@ -108,7 +108,7 @@ def write_report(result: LoadTestResult, path: str | Path) -> list[Path]:
 # -- charts ------------------------------------------------------------------------------
 
 
-def _values(points: Sequence[TimelinePoint], pick: str, q: str) -> list[float]:
+def _values(points: Sequence[IntervalPoint], pick: str, q: str) -> list[float]:
     values: list[float] = []
     for point in points:
         dist: Percentiles = getattr(point, pick)
@@ -252,21 +252,48 @@ def _rate_chart(result: LoadTestResult) -> str:
     return _finish(figure, axes, result, "Rate", "calls per second")
 
 
+#: Fewer samples than this in an interval: its p99 is only its maximum, not drawn.
+_MIN_FOR_P99: Final = 20
+
+
 def _percentile_chart(result: LoadTestResult, pick: str, title: str) -> str:
+    """p50 as a line over a shaded p50-p95 band, p99 dashed above, per interval.
+
+    Steps, not points joined by lines: each value is an interval's (calls
+    sent in it), several poll rounds wide so that polling's granularity
+    averages out. The band keeps p95 visible when it meets p99, and a p99 of
+    a handful of calls (which is just their maximum) is left out.
+    """
     figure, axes = _new_figure()
-    points = result.timeline
-    middles = [p.t + result.bucket_seconds / 2 for p in points]
-    for q in ("p50", "p95", "p99"):
-        values = _values(points, pick, q)
-        if any(not math.isnan(v) for v in values):
-            axes.plot(
-                middles,
-                values,
-                color=_COLORS[q],
-                marker="o",
-                markersize=2.5,
+    points = result.intervals
+    width = result.interval_seconds
+    if points:
+        edges = [p.t for p in points] + [points[-1].t + width]
+        p50, p95, p99 = (_values(points, pick, q) for q in ("p50", "p95", "p99"))
+        counts = [getattr(p, pick).count for p in points]
+        p99 = [v if n >= _MIN_FOR_P99 else math.nan for v, n in zip(p99, counts, strict=True)]
+        if any(not math.isnan(v) for v in p95):
+            axes.fill_between(
+                edges,
+                [*p50, p50[-1]],
+                [*p95, p95[-1]],
+                step="post",
+                color=_COLORS["p95"],
+                alpha=0.25,
+                linewidth=0,
+                label="p50 to p95",
+            )
+            axes.stairs(p50, edges, baseline=None, color=_COLORS["p50"], linewidth=1.8, label="p50")
+            axes.stairs(p95, edges, baseline=None, color=_COLORS["p95"], linewidth=0.8)
+        if any(not math.isnan(v) for v in p99):
+            axes.stairs(
+                p99,
+                edges,
+                baseline=None,
+                color=_COLORS["p99"],
                 linewidth=1.2,
-                label=q,
+                linestyle="--",
+                label="p99",
             )
     unit = "simulated seconds" if result.info.simulated else "seconds"
     return _finish(figure, axes, result, title, unit)
@@ -339,9 +366,39 @@ def _summary(result: LoadTestResult) -> str:
         ]
     )
     return (
-        '<table class="summary">' + "".join(rows) + "</table>"
+        _thresholds(result) + '<table class="summary">' + "".join(rows) + "</table>"
         '<table class="latency"><tr><th></th><th>p50</th><th>p95</th><th>p99</th>'
         "<th>max</th><th>calls</th></tr>" + latencies + "</table>"
+    )
+
+
+def _thresholds(result: LoadTestResult) -> str:
+    """The thresholds with a pass/fail mark each (nothing without thresholds)."""
+    if not result.verdicts:
+        return ""
+    rows = []
+    for verdict in result.verdicts:
+        passed = verdict.passed
+        note = (
+            "could not hold any more: it stopped the ramp"
+            if result.info.aborted_by == verdict.threshold.expression
+            else ""
+        )
+        rows.append(
+            f'<tr class="{"pass" if passed else "fail"}">'
+            f'<td class="mark">{"✓ pass" if passed else "✗ fail"}</td>'
+            f"<th><code>{html.escape(verdict.threshold.expression)}</code></th>"
+            f'<td>{html.escape(verdict.shown)}</td><td class="note">{html.escape(note)}</td></tr>'
+        )
+    failed = sum(not v.passed for v in result.verdicts)
+    heading = (
+        f"Thresholds: {failed} of {len(result.verdicts)} failed"
+        if failed
+        else f"Thresholds: all {len(result.verdicts)} passed"
+    )
+    return (
+        f'<h2 class="{"fail" if failed else "pass"}">{html.escape(heading)}</h2>'
+        '<table class="thresholds">' + "".join(rows) + "</table>"
     )
 
 
@@ -355,6 +412,8 @@ th, td { padding: 3px 12px 3px 0; text-align: left; vertical-align: top; }
 .latency td, .latency th { text-align: right; } .latency th:first-child { text-align: left; }
 figure { margin: 8px 0 24px; } figure svg { width: 100%; height: auto; }
 figcaption { color: #666; font-size: 12px; }
+h2 { font-size: 17px; margin: 16px 0 4px; } h2.pass, tr.pass .mark { color: #2ca02c; }
+h2.fail, tr.fail .mark { color: #d62728; } .mark { font-weight: 600; white-space: nowrap; }
 """
 
 
@@ -385,12 +444,13 @@ def render_html(result: LoadTestResult) -> str:
             "chart-started",
             _percentile_chart(result, "time_to_started", "Time to started"),
             "From the trigger to the first sight of 'started', for calls sent in each "
-            f"interval: {precision}.",
+            f"{result.interval_seconds:g} s interval: {precision}.",
         ),
         (
             "chart-duration",
             _percentile_chart(result, "duration", "Call duration"),
-            "From 'started' to 'completed', for completed calls sent in each interval.",
+            "From 'started' to 'completed', for completed calls sent in each "
+            f"{result.interval_seconds:g} s interval.",
         ),
     ]
     figures = "".join(

@@ -37,6 +37,7 @@ from typing import TYPE_CHECKING, Any, Final
 
 import attrs
 
+from .._aio import wake
 from ..errors import (
     AmbiguousTriggerError,
     APIConnectionError,
@@ -48,6 +49,7 @@ from ..models import CallRequest
 from ..poller import StatusChange, StatusPoller
 from .metrics import ANSWERED_STATUSES, LoadMetrics, LoadTestResult, RunInfo, nice_bucket
 from .ramp import Ramp
+from .thresholds import Threshold, check_all
 
 if TYPE_CHECKING:
     from ..client import VoiceHubClient
@@ -59,6 +61,10 @@ logger = logging.getLogger("voicehub_async.loadtest")
 
 #: Statuses that show a call got at least as far as ``started``.
 _STARTED: Final = frozenset({"started", "in-progress", "completed"})
+#: With webhooks, a call is read after this many --max-poll-interval of silence.
+_PUSH_POLLS: Final = 3
+#: Real seconds between two looks at whether a threshold is lost (``abort_on_fail``).
+_THRESHOLD_CHECK: Final = 0.1
 
 
 def _positive(_inst: object, attribute: attrs.Attribute[Any], value: float) -> None:
@@ -69,6 +75,10 @@ def _positive(_inst: object, attribute: attrs.Attribute[Any], value: float) -> N
 def _numbers(value: Iterable[str]) -> tuple[str, ...]:
     if isinstance(value, str):
         raise TypeError("numbers must be a collection of phone numbers, not one string")
+    return tuple(value)
+
+
+def _thresholds(value: Iterable[Threshold]) -> tuple[Threshold, ...]:
     return tuple(value)
 
 
@@ -88,6 +98,9 @@ class LoadTestConfig:
     change and at most; ``poll_concurrency`` bounds its reads in flight.
     ``max_call_time`` ends following a call as ``timed_out``. ``bucket`` is
     the timeline's resolution (default: about 60 points over the ramp).
+    ``thresholds`` are judged at the end (the result's ``verdicts``); with
+    ``abort_on_fail`` the ramp stops as soon as one of them cannot hold any
+    more (live calls are still followed to their end, as after :meth:`LoadTest.stop`).
     """
 
     agent_id: str = attrs.field(validator=attrs.validators.min_len(1))
@@ -102,10 +115,14 @@ class LoadTestConfig:
     bucket: float | None = None
     context: Mapping[str, Any] | None = None
     from_number: str | None = None
+    thresholds: tuple[Threshold, ...] = attrs.field(default=(), converter=_thresholds)
+    abort_on_fail: bool = False
 
     def __attrs_post_init__(self) -> None:
         if self.max_poll_interval < self.poll_interval:
             raise ValueError("max_poll_interval must not be shorter than poll_interval")
+        if self.abort_on_fail and not self.thresholds:
+            raise ValueError("abort_on_fail needs thresholds to judge")
 
 
 @attrs.frozen
@@ -151,11 +168,6 @@ class _Tracked:
         self.answered = False
 
 
-def _wake(future: asyncio.Future[None]) -> None:
-    if not future.done():
-        future.set_result(None)
-
-
 class LoadTest:
     """One load test run against ``client``; see the module documentation.
 
@@ -192,6 +204,7 @@ class LoadTest:
         self._placing = False
         self._stopping = False
         self._stopped_at: float | None = None
+        self._aborted_by: str | None = None
         self._ran = False
         self._waker: asyncio.Future[None] | None = None
         self._done: asyncio.Event | None = None
@@ -213,7 +226,7 @@ class LoadTest:
         assert self._loop is not None
         waker: asyncio.Future[None] = self._loop.create_future()
         self._waker = waker
-        handle = self._loop.call_later(seconds, _wake, waker)
+        handle = self._loop.call_later(seconds, wake, waker)
         try:
             await waker
         finally:
@@ -228,7 +241,7 @@ class LoadTest:
             self._stopped_at = self.now()
         self._stopping = True
         if self._waker is not None:
-            _wake(self._waker)
+            wake(self._waker)
 
     def progress(self) -> LoadTestProgress:
         m = self.metrics
@@ -276,6 +289,11 @@ class LoadTest:
             concurrency=config.poll_concurrency,
             min_interval=config.poll_interval / scale,
             max_interval=config.max_poll_interval / scale,
+            # With webhooks a read is only a safety net for a lost event: the
+            # calls' own statuses should not double the load on the service.
+            push_interval=(
+                None if self.receiver is None else _PUSH_POLLS * config.max_poll_interval / scale
+            ),
         )
         started_at = datetime.now(timezone.utc)
         self._t0 = loop.time()
@@ -284,6 +302,11 @@ class LoadTest:
             if self.receiver is not None:
                 self.receiver.poller = poller
             consumer = loop.create_task(self._consume(poller), name="voicehub-loadtest-changes")
+            watcher = (
+                loop.create_task(self._watch_thresholds(), name="voicehub-loadtest-thresholds")
+                if config.abort_on_fail
+                else None
+            )
             try:
                 self._placing = True
                 await self._place(requests)
@@ -295,9 +318,16 @@ class LoadTest:
                 if self.receiver is not None:
                     self.receiver.poller = None
                 consumer.cancel()
+                if watcher is not None:
+                    watcher.cancel()
                 for task in list(self._triggers):
                     task.cancel()
-                await asyncio.gather(consumer, *self._triggers, return_exceptions=True)
+                await asyncio.gather(
+                    consumer,
+                    *(() if watcher is None else (watcher,)),
+                    *self._triggers,
+                    return_exceptions=True,
+                )
         if self._failure is not None:
             raise RuntimeError(f"the load test's status tracking failed: {self._failure!r}")
         elapsed = loop.time() - self._t0
@@ -314,10 +344,37 @@ class LoadTest:
             started_at=started_at.isoformat(timespec="seconds"),
             wall_seconds=elapsed,
             stopped_at=self._stopped_at,
+            aborted_by=self._aborted_by,
         )
         # The timeline covers the ramp (or what ran of it) and the calls' tail.
         end = config.ramp.duration if self._stopped_at is None else self._stopped_at
-        return self.metrics.result(info, until=max(self.now(), end))
+        result = self.metrics.result(info, until=max(self.now(), end))
+        return attrs.evolve(result, verdicts=check_all(config.thresholds, result))
+
+    def _info_so_far(self) -> RunInfo:
+        config = self.config
+        return RunInfo(
+            agent_id=config.agent_id,
+            numbers=len(config.numbers),
+            ramp=str(config.ramp),
+            ramp_seconds=config.ramp.duration,
+            max_live=config.max_live,
+        )
+
+    async def _watch_thresholds(self) -> None:
+        """Stop the ramp once a threshold cannot hold whatever the rest of it does."""
+        info = self._info_so_far()
+        while True:
+            await asyncio.sleep(_THRESHOLD_CHECK)
+            if self._stopping or not self._placing:
+                return  # the ramp is over: nothing left to stop
+            so_far = self.metrics.result(info, timeline=False)
+            for threshold in self.config.thresholds:
+                if threshold.cannot_recover(so_far, self.total_calls):
+                    logger.info("threshold %s cannot hold any more: stopping the ramp", threshold)
+                    self._aborted_by = threshold.expression
+                    self.stop()
+                    return
 
     async def _place(self, requests: list[CallRequest]) -> None:
         config, metrics = self.config, self.metrics
@@ -400,7 +457,7 @@ class LoadTest:
             duration = None
             if name == "completed" and seen_started and record.started_at is not None:
                 duration = now - record.started_at
-            metrics.record_ended(now, name, record.sent_at, duration)
+            metrics.record_ended(now, name, record.sent_at, duration, answered=record.answered)
             self._check_done()
 
     def _check_done(self) -> None:

@@ -11,9 +11,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import contextlib
 import os
-import signal
 import sys
 from collections.abc import Sequence
 from pathlib import Path
@@ -245,27 +243,25 @@ def config_from_args(args: argparse.Namespace) -> SimulatorConfig:
 async def _serve(
     config: SimulatorConfig, host: str, port: int, log: TriggerLogFile | None = None
 ) -> None:
+    from .._signals import handle_signals
     from .server import Simulator
 
     stop = asyncio.Event()
-    loop = asyncio.get_running_loop()
-    for sig in (signal.SIGINT, signal.SIGTERM):
-        # Not available on Windows; Ctrl-C then arrives as KeyboardInterrupt.
-        with contextlib.suppress(NotImplementedError, RuntimeError):
-            loop.add_signal_handler(sig, stop.set)
-    async with Simulator(config, host=host, port=port, trigger_sink=log) as sim:
-        print(
-            f"VoiceHub simulator listening on {sim.base_url} (api key: {sim.api_key})",
-            flush=True,
-        )
-        try:
-            await stop.wait()
-        finally:
-            if log is not None:
-                # After the last answer went out: the summary covers the file.
-                await sim.stop()
-                log.close()
-                print(log.summary(), flush=True)
+    # Where signals cannot be handled (Windows), Ctrl-C arrives as KeyboardInterrupt.
+    with handle_signals(lambda _signum: stop.set()):
+        async with Simulator(config, host=host, port=port, trigger_sink=log) as sim:
+            print(
+                f"VoiceHub simulator listening on {sim.base_url} (api key: {sim.api_key})",
+                flush=True,
+            )
+            try:
+                await stop.wait()
+            finally:
+                if log is not None:
+                    # After the last answer went out: the summary covers the file.
+                    await sim.stop()
+                    log.close()
+                    print(log.summary(), flush=True)
 
 
 def run_from_args(args: argparse.Namespace) -> int:

@@ -22,20 +22,14 @@ from __future__ import annotations
 import asyncio
 import bisect
 import collections
-import contextlib
 import json
-import math
 import random
 import re
-import socket
 import struct
-import sys
-import threading
 import time
 import uuid
 from collections.abc import Callable
 from datetime import datetime, timezone
-from http import HTTPStatus
 from types import TracebackType
 from typing import Any
 
@@ -43,8 +37,8 @@ import attrs
 from aiohttp import web
 
 from .calls import STATUSES, SimulatedCall, canonical_status
-from .config import ENDPOINTS, OUTCOMES, SimulatorConfig
-from .faults import AnyFault, DelayFault, RedirectFault, ResetFault, StatusFault
+from .config import OUTCOMES, SimulatorConfig
+from .faults import AnyFault, DelayFault, FaultEngine, ResetFault, fault_response, reset_connection
 from .live import LiveCalls
 from .webhooks import SimulatorWebhooks
 
@@ -93,19 +87,6 @@ class TriggerRecord:
     created: bool = False
     answered_status: int | None = None
     live_calls: int = 0
-
-
-@attrs.define
-class _Scripted:
-    endpoint: str
-    fault: AnyFault
-    remaining: int | None  # None: until cleared
-
-
-@attrs.define
-class _Bucket:
-    tokens: float
-    updated: float
 
 
 def _text(value: Any) -> str | None:
@@ -228,37 +209,9 @@ class Simulator:
             total += weight
             self._outcome_cum.append(total)
 
-        faults = config.faults
-        self._fault_endpoints = faults.endpoints
-        self._latency = faults.latency
-        self._rate = faults.rate_limit
-        self._burst = float(
-            faults.rate_limit_burst
-            if faults.rate_limit_burst is not None
-            else max(1, math.ceil(faults.rate_limit or 1))
-        )
-        self._buckets: dict[str, _Bucket] = {}
-        retry_503 = (
-            None
-            if faults.error_503_retry_after is None
-            else {"Retry-After": str(faults.error_503_retry_after)}
-        )
-        table: list[tuple[float, AnyFault]] = []
-        cumulative = 0.0
-        for rate, fault in (
-            (faults.error_500_rate, StatusFault(500)),
-            (faults.error_503_rate, StatusFault(503, headers=retry_503)),
-            (faults.reset_before_create_rate, ResetFault(create=False)),
-            (faults.reset_after_create_rate, ResetFault(create=True)),
-            (faults.slow_rate, DelayFault(faults.slow_delay, create=True)),
-        ):
-            if rate > 0:
-                cumulative += rate
-                table.append((cumulative, fault))
-        self._random_faults = table
-
-        self._scripted: collections.deque[_Scripted] = collections.deque()
-        self._scripted_lock = threading.Lock()
+        #: Decides which fault, if any, each request meets (see
+        #: :mod:`voicehub_async.simulator.faults`).
+        self.faults = FaultEngine(config.faults, self._fault_rng, clock)
         self._sleepers: set[asyncio.Task[Any]] = set()
         self._wav: bytes | None = None
         self._runner: web.AppRunner | None = None
@@ -355,26 +308,16 @@ class Simulator:
         requests only (a 401 is answered first) and come after the rate limit.
         Thread-safe.
         """
-        if endpoint != "any" and endpoint not in ENDPOINTS:
-            raise ValueError(
-                f"unknown endpoint {endpoint!r}; expected 'any' or one of {sorted(ENDPOINTS)}"
-            )
-        if times is not None and times < 1:
-            raise ValueError("times must be >= 1 (or None for ever)")
-        if not isinstance(fault, (StatusFault, DelayFault, ResetFault, RedirectFault)):
-            raise TypeError(f"not a fault: {fault!r}; use the Fault.* factories")
-        with self._scripted_lock:
-            self._scripted.append(_Scripted(endpoint, fault, times))
+        self.faults.inject(fault, endpoint, times)
 
     def clear_faults(self) -> None:
         """Forget every scripted fault not consumed yet. Thread-safe."""
-        with self._scripted_lock:
-            self._scripted.clear()
+        self.faults.clear()
 
     @property
     def pending_faults(self) -> int:
         """How many scripted fault entries are still queued."""
-        return len(self._scripted)
+        return self.faults.pending
 
     def set_status(self, call_id: str, status: str | None) -> None:
         """Pin a call's status from now on (None resumes its timeline).
@@ -434,13 +377,12 @@ class Simulator:
         self.triggers.clear()
         self.request_count.clear()
         self._placed.clear()
-        self._buckets.clear()
+        self.faults.reset()
         self._max_live.clear()
         if self._live is not None:
             self._live.clear()
         self.trigger_count = 0
         self.created_count = 0
-        self.clear_faults()
 
     def _call(self, call_id: str) -> SimulatedCall:
         try:
@@ -553,25 +495,16 @@ class Simulator:
         only applies if processing succeeded, so an invalid trigger still gets
         its 400 (the fault is consumed all the same).
         """
-        fault: AnyFault | None = None
-        if endpoint in self._fault_endpoints:
-            low, high = self._latency
-            if high > 0:
-                await self._sleep(self._fault_rng.uniform(low, high))
-            if self._rate is not None:
-                fault = self._rate_limited(key)
-            if fault is None and self._scripted:
-                fault = self._take_scripted(endpoint)
-            if fault is None and self._random_faults:
-                fault = self._draw_fault()
-        elif self._scripted:
-            fault = self._take_scripted(endpoint)
-
+        faults = self.faults
+        delay = faults.latency(endpoint)
+        if delay > 0:
+            await self._sleep(delay)
+        fault = faults.choose(endpoint, key)
         if fault is not None and not fault.create:
             if isinstance(fault, DelayFault):
                 await self._sleep(fault.seconds)
                 if _client_gone(request):
-                    return self._reset(request)
+                    return reset_connection(request)
             else:
                 return self._answer_fault(request, fault, record)
 
@@ -581,68 +514,19 @@ class Simulator:
                 return self._answer_fault(request, fault, record)
             await self._sleep(fault.seconds)
             if _client_gone(request):
-                return self._reset(request)  # the answer cannot go out any more
+                return reset_connection(request)  # the answer cannot go out any more
         if record is not None:
             record.answered_status = response.status
         return response
 
+    @staticmethod
     def _answer_fault(
-        self, request: web.Request, fault: AnyFault, record: TriggerRecord | None
+        request: web.Request, fault: AnyFault, record: TriggerRecord | None
     ) -> web.StreamResponse:
-        if isinstance(fault, ResetFault):
-            return self._reset(request)
-        if isinstance(fault, RedirectFault):
-            response = web.Response(status=302, headers={"Location": fault.location})
-        elif isinstance(fault, StatusFault):
-            response = self._status_fault_response(fault)
-        else:  # pragma: no cover - DelayFault is handled by the caller
-            raise AssertionError(fault)
-        if record is not None:
+        response = fault_response(request, fault)
+        if record is not None and not isinstance(fault, ResetFault):
             record.answered_status = response.status
         return response
-
-    @staticmethod
-    def _status_fault_response(fault: StatusFault) -> web.Response:
-        headers = dict(fault.headers)
-        body = fault.body
-        if body is None:
-            try:
-                message = HTTPStatus(fault.code).phrase.lower()
-            except ValueError:
-                message = "error"
-            body = {"message": message}
-        if isinstance(body, bytes):
-            return web.Response(status=fault.code, body=body, headers=headers)
-        if isinstance(body, str):
-            has_type = any(k.lower() == "content-type" for k in headers)
-            if not has_type:
-                headers["Content-Type"] = (
-                    "text/html; charset=utf-8"
-                    if body.lstrip().startswith("<")
-                    else "text/plain; charset=utf-8"
-                )
-            return web.Response(status=fault.code, body=body.encode(), headers=headers)
-        if not any(k.lower() == "content-type" for k in headers):
-            headers["Content-Type"] = "application/json"
-        return web.Response(status=fault.code, body=json.dumps(body).encode(), headers=headers)
-
-    @staticmethod
-    def _reset(request: web.Request) -> web.StreamResponse:
-        """Drop the connection so the client gets no answer at all.
-
-        SO_LINGER 0 makes the close send a TCP RST (a "connection reset"), the
-        harshest realistic failure. The returned response is never written:
-        aiohttp notices the closed transport and gives up quietly.
-        """
-        transport = request.transport
-        if transport is not None:
-            sock = transport.get_extra_info("socket")
-            if sock is not None:
-                linger = struct.pack("HH" if sys.platform == "win32" else "ii", 1, 0)
-                with contextlib.suppress(OSError):
-                    sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, linger)
-            transport.abort()
-        return web.Response(status=499)
 
     async def _sleep(self, seconds: float) -> None:
         # Track the (already existing) handler task so stop() can cut the
@@ -657,45 +541,6 @@ class Simulator:
             await asyncio.sleep(seconds)
         finally:
             self._sleepers.discard(task)
-
-    def _rate_limited(self, key: str) -> StatusFault | None:
-        rate = self._rate
-        assert rate is not None
-        now = self._clock()
-        bucket = self._buckets.get(key)
-        if bucket is None:
-            bucket = self._buckets[key] = _Bucket(self._burst, now)
-        else:
-            bucket.tokens = min(self._burst, bucket.tokens + (now - bucket.updated) * rate)
-            bucket.updated = now
-        if bucket.tokens >= 1.0:
-            bucket.tokens -= 1.0
-            return None
-        wait = (1.0 - bucket.tokens) / rate
-        retry_after = max(1, math.ceil(wait))
-        return StatusFault(
-            429,
-            {"message": "rate limit exceeded"},
-            {"Retry-After": str(retry_after)},
-        )
-
-    def _take_scripted(self, endpoint: str) -> AnyFault | None:
-        with self._scripted_lock:
-            for entry in self._scripted:
-                if entry.endpoint == endpoint or entry.endpoint == "any":
-                    if entry.remaining is not None:
-                        entry.remaining -= 1
-                        if entry.remaining <= 0:
-                            self._scripted.remove(entry)
-                    return entry.fault
-        return None
-
-    def _draw_fault(self) -> AnyFault | None:
-        draw = self._fault_rng.random()
-        for threshold, fault in self._random_faults:
-            if draw < threshold:
-                return fault
-        return None
 
     # ------------------------------------------------------ normal answers
 

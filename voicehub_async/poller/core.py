@@ -1,365 +1,37 @@
 """StatusPoller: follow many calls to their final status with few reads.
 
-VoiceHub tells a call's status only when asked (or by webhook, see
-:meth:`StatusPoller.ingest`). Asking every call every second costs a read per
-call per second; most of those answer "nothing changed". The poller instead
-keeps one heap of tracked calls ordered by when each is next due, and one
-scheduling coroutine that sends the due reads with bounded concurrency:
-
-* **Adaptive interval.** Right after a change a call is read again after
-  ``min_interval``; each read that finds nothing new multiplies its interval
-  by ``growth`` (1.5) up to ``max_interval``. So a call is read often while it
-  moves (queued → started → in-progress) and rarely during a long
-  conversation, and a change is never seen later than about ``max_interval``
-  after it happened.
-* **Scheduled calls** are not read before ``scheduled_lead`` seconds ahead of
-  their ``scheduled_at``.
-* **Flat memory.** A tracked call is one slotted record plus one heap entry; no
-  task or timer per call. A rescheduled call pushes a new heap entry and
-  invalidates the old one (lazy deletion; the heap is compacted when stale
-  entries outnumber live ones).
-* **Every tracked call ends with exactly one final change** (``is_final``): a
-  terminal status, ``lost`` (the status endpoint kept answering 404) or
-  ``timed_out`` (its ``deadline`` passed). Nothing is dropped.
-* **Push and poll together.** A status learned from a webhook is given to
-  :meth:`~StatusPoller.ingest`: it is reported like a polled change (the same
-  status twice is not a change) and moves the call's next read to
-  ``push_interval`` later, as a safety net; a terminal status ends tracking
-  with no further read.
-
-Changes are read with ``async for change in poller.changes()``. They go to a
-buffer that is bounded while somebody iterates: when ``max_buffered_changes``
-are waiting, the scheduler stops sending reads until the consumer catches up
-(backpressure, so a slow consumer loses nothing and the service is not read
-for results nobody looks at). Reads already in flight and ingested events
-still land in the buffer, so it may exceed the bound by ``concurrency`` plus
-whatever is ingested meanwhile. While nobody iterates, the buffer keeps every
-change, so a consumer that starts late still sees all of them; a program that
-only uses :meth:`~StatusPoller.wait`/:meth:`~StatusPoller.wait_all` passes
-``stream_changes=False`` and nothing is buffered.
-
-Errors: the client's :class:`~voicehub_async.RetryPolicy` already retries
-transient read failures. When it gives up, the poller logs the error, backs
-that call off (its interval doubles, up to ``max_interval``) and keeps tracking
-it; only ``max_not_found`` consecutive 404 answers end a call as ``lost``.
+See the package documentation (:mod:`voicehub_async.poller`) for how it
+schedules reads; this module holds the poller itself: tracking, ingesting
+pushed statuses, waiting, and the scheduling coroutine that sends the reads.
 """
 
 from __future__ import annotations
 
 import asyncio
-import heapq
-import itertools
 import logging
 import random
 import time
-from collections import deque
 from collections.abc import Callable
 from datetime import datetime, timedelta, timezone
 from types import TracebackType
-from typing import TYPE_CHECKING, Any, Final, Protocol
+from typing import Final
 
-import attrs
+from .._aio import wake
+from .._time import is_aware
+from ..errors import InvalidRequestError, NotFoundError, VoiceHubError
+from ..models import Call, CallStatus
+from ..protocols import StatusReader
+from .errors import CallTrackingError, WaitTimeoutError, final_result
+from .schedule import Schedule, TrackedCall
+from .stream import ChangeBuffer, ChangeStream
+from .values import LOST, TIMED_OUT, PollerStats, StatusChange, StatusEvent
 
-from .errors import InvalidRequestError, NotFoundError, VoiceHubError
-from .models import Call, CallRequest, CallStatus, format_scheduled_at
-
-if TYPE_CHECKING:
-    from .client import VoiceHubClient
-
-__all__ = [
-    "LOST",
-    "TIMED_OUT",
-    "CallLostError",
-    "CallTimedOutError",
-    "CallTrackingError",
-    "ChangeStream",
-    "PollerStats",
-    "StatusChange",
-    "StatusEvent",
-    "StatusPoller",
-    "WaitTimeoutError",
-    "trigger_and_wait",
-]
+__all__ = ["StatusPoller"]
 
 logger = logging.getLogger("voicehub_async.poller")
 
-#: Reported when the status endpoint keeps answering 404 for a call.
-LOST: Final = CallStatus("lost")
-#: Reported when a call's ``deadline`` passes before it reached a final status.
-TIMED_OUT: Final = CallStatus("timed_out")
-
 #: The scheduler yields to the loop after this many heap entries in a row.
 _BATCH: Final = 512
-
-
-# -- values ------------------------------------------------------------------------
-
-
-@attrs.frozen
-class StatusChange:
-    """One call moved from ``old`` to ``new`` status.
-
-    ``old`` is None the first time the poller learns a call's status. ``at``
-    (UTC) is when the change was observed: the answer of the read, or the
-    event's ``timestamp`` for an ingested one. ``call`` is the call as last
-    read (or as ingested); for ``lost`` it is the last successful read, if
-    any. ``source`` says where the change came from: ``"poll"``, ``"ingest"``
-    or ``"poller"`` (``lost``, ``timed_out``, or a call already final when
-    tracked).
-    """
-
-    call_id: str
-    old: CallStatus | None
-    new: CallStatus
-    at: datetime
-    call: Call | None = attrs.field(default=None, repr=False)
-    source: str = "poll"
-
-    @property
-    def is_lost(self) -> bool:
-        """The status endpoint kept answering 404: the service does not know the call."""
-        return self.new == LOST
-
-    @property
-    def is_timed_out(self) -> bool:
-        """The call's deadline passed first; it may still be going on."""
-        return self.new == TIMED_OUT
-
-    @property
-    def is_final(self) -> bool:
-        """The last change the poller reports for this call: a terminal status,
-        ``lost`` or ``timed_out``."""
-        return self.new.is_terminal or self.is_lost or self.is_timed_out
-
-
-@attrs.frozen
-class PollerStats:
-    """Counters of a :class:`StatusPoller`, as a snapshot.
-
-    ``reads`` are status look-ups (``client.get_call``); ``requests`` the HTTP
-    requests they took, retries included. ``read_errors`` counts reads that
-    failed after the client's retries, 404s excepted (``not_found``).
-    """
-
-    tracked: int
-    active: int
-    reads: int
-    requests: int
-    read_errors: int
-    not_found: int
-    changes: int
-    ingested: int
-    finished: int
-    lost: int
-    timed_out: int
-    buffered: int
-
-
-class StatusEvent(Protocol):
-    """What :meth:`StatusPoller.ingest` needs from a webhook event."""
-
-    @property
-    def call_id(self) -> str: ...
-
-    @property
-    def status(self) -> CallStatus | str: ...
-
-
-# -- errors --------------------------------------------------------------------------
-
-
-class CallTrackingError(VoiceHubError):
-    """A tracked call did not reach a status of its own.
-
-    Raised by :meth:`StatusPoller.wait` (and ``trigger_and_wait``) for a call
-    that ended as ``lost`` or ``timed_out`` (the subclasses), or that was still
-    tracked when the poller closed. ``change`` is the final change (None when
-    the poller closed first), ``last_call`` the call as last read, if ever.
-    """
-
-    def __init__(
-        self,
-        message: str,
-        call_id: str,
-        change: StatusChange | None = None,
-        last_call: Call | None = None,
-    ) -> None:
-        super().__init__(message)
-        self.call_id = call_id
-        self.change = change
-        self.last_call = last_call
-
-
-class CallLostError(CallTrackingError):
-    """The status endpoint answered 404 for the call, repeatedly.
-
-    Either the id is wrong (another account's, a typo) or the service
-    forgot the call. Nothing was placed by the poller; check the id.
-    """
-
-
-class CallTimedOutError(CallTrackingError):
-    """The call's deadline passed before it reached a final status.
-
-    The call may still be going on: it was not cancelled, only no longer
-    watched. ``last_call`` tells the last status read.
-    """
-
-
-class WaitTimeoutError(VoiceHubError, TimeoutError):
-    """:meth:`StatusPoller.wait`/:meth:`~StatusPoller.wait_all` ran out of time.
-
-    Unlike a deadline, this ends only the wait: the calls stay tracked and can
-    be waited for again. Also a :class:`TimeoutError`.
-    """
-
-
-def _final_result(change: StatusChange) -> Call:
-    """The call of a final change, or the error that says why there is none."""
-    if change.is_lost:
-        raise CallLostError(
-            f"call {change.call_id!r} is lost: the status endpoint kept answering 404 "
-            "(a wrong id, or a call of another account?)",
-            change.call_id,
-            change,
-            change.call,
-        )
-    if change.is_timed_out:
-        last = f" (last status read: {change.call.status})" if change.call is not None else ""
-        raise CallTimedOutError(
-            f"call {change.call_id!r} did not reach a final status before its deadline{last}; "
-            "it may still be in progress",
-            change.call_id,
-            change,
-            change.call,
-        )
-    call = change.call
-    assert call is not None, "a terminal change always carries its call"
-    return call
-
-
-# -- one tracked call --------------------------------------------------------------------
-
-
-class _Record:
-    """The state of one tracked call: everything the scheduler needs, slotted."""
-
-    __slots__ = (
-        "call",
-        "call_id",
-        "deadline",
-        "due",
-        "failures",
-        "interval",
-        "misses",
-        "not_before",
-        "reading",
-        "seq",
-        "status",
-        "version",
-    )
-
-    def __init__(
-        self,
-        call_id: str,
-        status: CallStatus | None,
-        call: Call | None,
-        interval: float,
-        not_before: float | None,
-        deadline: float | None,
-    ) -> None:
-        self.call_id = call_id
-        self.status = status
-        self.call = call
-        self.interval = interval
-        #: Monotonic time before which a scheduled call is not read.
-        self.not_before = not_before
-        #: Monotonic time at which the call ends as ``timed_out``.
-        self.deadline = deadline
-        #: Consecutive 404 answers; consecutive other failures.
-        self.misses = 0
-        self.failures = 0
-        #: The sequence number of the live heap entry; -1 when none (being
-        #: read, or finished). Older entries carrying another number are stale.
-        self.seq = -1
-        #: When the call is (or was last) due to be read, monotonic.
-        self.due = 0.0
-        #: Bumped by each ingested status, so that a read sent before it can
-        #: tell that its answer may be older than what is known.
-        self.version = 0
-        self.reading = False
-
-
-_HeapEntry = tuple[float, int, _Record]
-
-
-# -- the changes() iterator ------------------------------------------------------------
-
-
-class ChangeStream:
-    """``async for change in poller.changes()``: the poller's changes, in order.
-
-    Each change goes to one consumer. While a stream is being iterated it
-    applies backpressure (see :class:`StatusPoller`). Iteration ends when the
-    poller is closed and the buffer is empty, or, with ``until_idle=True``
-    (the default), as soon as no call is tracked and the buffer is empty.
-    Breaking out of the loop detaches the stream.
-    """
-
-    __slots__ = ("_attached", "_done", "_poller", "_until_idle")
-
-    def __init__(self, poller: StatusPoller, until_idle: bool) -> None:
-        self._poller = poller
-        self._until_idle = until_idle
-        self._attached = False
-        self._done = False
-
-    def __aiter__(self) -> ChangeStream:
-        return self
-
-    async def __anext__(self) -> StatusChange:
-        poller = self._poller
-        if self._done:
-            raise StopAsyncIteration
-        if not self._attached:
-            self._attached = True
-            poller._consumers += 1
-        buffer = poller._buffer
-        while True:
-            if buffer:
-                change = buffer.popleft()
-                if poller._waiting_for_space:
-                    poller._nudge()
-                return change
-            if poller._closed or (self._until_idle and not poller._records):
-                self.close()
-                raise StopAsyncIteration
-            ready = poller._ready
-            ready.clear()
-            await ready.wait()
-
-    def close(self) -> None:
-        """Stop iterating (also done by ``break`` and by garbage collection)."""
-        if self._done:
-            return
-        self._done = True
-        if self._attached:
-            self._attached = False
-            self._poller._consumers -= 1
-            self._poller._nudge()
-
-    async def aclose(self) -> None:
-        self.close()
-
-    def __del__(self) -> None:
-        try:
-            self.close()
-        except Exception:  # pragma: no cover - interpreter shutdown
-            pass
-
-
-# -- the poller ---------------------------------------------------------------------------
-
 
 def _aware(value: datetime | timedelta, field: str, now: float) -> float:
     """``value`` as Unix seconds; a timedelta counts from ``now``."""
@@ -367,7 +39,7 @@ def _aware(value: datetime | timedelta, field: str, now: float) -> float:
         return now + value.total_seconds()
     if not isinstance(value, datetime):
         raise InvalidRequestError(field, value, "must be a time-zone-aware datetime")
-    if value.tzinfo is None or value.utcoffset() is None:
+    if not is_aware(value):
         raise InvalidRequestError(
             field, value, "naive datetime; give it a time zone (for example tzinfo=timezone.utc)"
         )
@@ -404,7 +76,7 @@ class StatusPoller:
 
     def __init__(
         self,
-        client: VoiceHubClient,
+        client: StatusReader,
         *,
         concurrency: int = 20,
         min_interval: float = 2.0,
@@ -453,14 +125,10 @@ class StatusPoller:
         self._wall_clock = wall_clock
         self._random = random.Random(seed)
 
-        self._records: dict[str, _Record] = {}
+        self._records: dict[str, TrackedCall] = {}
         self._finals: dict[str, StatusChange] = {}
-        self._heap: list[_HeapEntry] = []
-        self._seq = itertools.count()
-        self._buffer: deque[StatusChange] = deque()
-        self._ready = asyncio.Event()
-        self._consumers = 0
-        self._waiting_for_space = False
+        self._schedule_of = Schedule()
+        self._buffer = ChangeBuffer(self._nudge)
         self._waiters: dict[str, list[asyncio.Future[StatusChange]]] = {}
         self._idle_waiters: list[asyncio.Future[None]] = []
         self._in_flight = 0
@@ -528,7 +196,7 @@ class StatusPoller:
             await asyncio.gather(*tasks, return_exceptions=True)
         self._reads.clear()
         self._fail_waiters("the StatusPoller was closed")
-        self._ready.set()
+        self._buffer.ready.set()
 
     @property
     def closed(self) -> bool:
@@ -543,7 +211,7 @@ class StatusPoller:
             self._failure = error
             self._closed = True
             self._fail_waiters(f"the StatusPoller failed ({error!r})")
-            self._ready.set()
+            self._buffer.ready.set()
 
     def _fail_waiters(self, reason: str) -> None:
         for call_id, waiters in self._waiters.items():
@@ -616,7 +284,7 @@ class StatusPoller:
             return
 
         self._n_tracked += 1
-        record = _Record(
+        record = TrackedCall(
             call_id,
             None if known is None else known.status,
             known,
@@ -703,7 +371,7 @@ class StatusPoller:
                 if isinstance(stamp, datetime) and stamp.tzinfo is not None:
                     at = stamp
         new = status if isinstance(status, CallStatus) else CallStatus(str(status))
-        if at is not None and (at.tzinfo is None or at.utcoffset() is None):
+        if at is not None and not is_aware(at):
             raise InvalidRequestError("at", at, "naive datetime; give it a time zone")
         record = self._records.get(call_id)
         if record is None:
@@ -753,7 +421,7 @@ class StatusPoller:
             raise RuntimeError(
                 "this StatusPoller was made with stream_changes=False; use wait()/wait_all()"
             )
-        return ChangeStream(self, until_idle)
+        return ChangeStream(self._buffer, self._stream_over, until_idle)
 
     async def wait(self, call_id: str, timeout: float | None = None) -> Call:
         """The call once final.
@@ -766,7 +434,7 @@ class StatusPoller:
         """
         final = self._finals.get(call_id)
         if final is not None:
-            return _final_result(final)
+            return final_result(final)
         if call_id not in self._records:
             raise KeyError(f"call {call_id!r} is not tracked by this poller; track() it first")
         self._check_running()
@@ -784,7 +452,7 @@ class StatusPoller:
                 waiters = self._waiters.get(call_id, [])
                 if future in waiters:
                     waiters.remove(future)
-        return _final_result(change)
+        return final_result(change)
 
     async def wait_all(self, timeout: float | None = None) -> dict[str, StatusChange]:
         """Wait until no call is tracked; returns the final change of every
@@ -826,40 +494,26 @@ class StatusPoller:
         if waker is not None and not waker.done():
             waker.set_result(None)
 
-    def _schedule(self, record: _Record, due: float) -> None:
-        """Put ``record`` in the heap at ``due`` (bounded by its deadline and
-        its scheduled time), invalidating any older entry."""
-        not_before = record.not_before
-        if not_before is not None:
-            status = record.status
-            if status is None or status == CallStatus.SCHEDULED:
-                due = max(due, not_before)
-            else:
-                record.not_before = None
-        deadline = record.deadline
-        if deadline is not None and deadline < due:
-            due = deadline
-        seq = next(self._seq)
-        record.seq = seq
-        record.due = due
-        heap = self._heap
-        heapq.heappush(heap, (due, seq, record))
-        if len(heap) > 2 * len(self._records) + 1024:
-            self._compact()
-        if heap[0][1] == seq:
+    def _schedule(self, record: TrackedCall, due: float) -> None:
+        """Put ``record`` in the schedule at ``due`` (see :meth:`Schedule.push`)."""
+        if self._schedule_of.push(record, due, len(self._records)):
             self._nudge()
 
-    def _compact(self) -> None:
-        self._heap = [entry for entry in self._heap if entry[1] == entry[2].seq]
-        heapq.heapify(self._heap)
+    @property
+    def _heap(self) -> list[tuple[float, int, TrackedCall]]:
+        """The schedule's heap (for tests that check it stays bounded)."""
+        return self._schedule_of.heap
+
+    def _stream_over(self, until_idle: bool) -> bool:
+        """Nothing more will come to a change stream (its buffer aside)."""
+        return self._closed or (until_idle and not self._records)
 
     def _emit(self, change: StatusChange) -> None:
         self._n_changes += 1
         if self.stream_changes:
-            self._buffer.append(change)
-            self._ready.set()
+            self._buffer.put(change)
 
-    def _finish(self, record: _Record, change: StatusChange) -> None:
+    def _finish(self, record: TrackedCall, change: StatusChange) -> None:
         record.seq = -1
         call_id = record.call_id
         del self._records[call_id]
@@ -878,9 +532,9 @@ class StatusPoller:
                 if not idle.done():
                     idle.set_result(None)
             self._idle_waiters.clear()
-            self._ready.set()  # an until_idle stream may end now
+            self._buffer.ready.set()  # an until_idle stream may end now
 
-    def _end(self, record: _Record, status: CallStatus) -> None:
+    def _end(self, record: TrackedCall, status: CallStatus) -> None:
         """End ``record`` as ``lost`` or ``timed_out``."""
         change = StatusChange(
             record.call_id, record.status, status, self._now(), record.call, "poller"
@@ -893,7 +547,7 @@ class StatusPoller:
         loop = asyncio.get_running_loop()
         waker: asyncio.Future[None] = loop.create_future()
         self._waker = waker
-        handle = None if delay is None else loop.call_later(delay, _wake, waker)
+        handle = None if delay is None else loop.call_later(delay, wake, waker)
         try:
             await waker
         finally:
@@ -905,32 +559,30 @@ class StatusPoller:
         """The scheduling coroutine: pop due calls and send their reads."""
         loop = asyncio.get_running_loop()
         clock = self._clock
+        schedule = self._schedule_of
         run_of = 0
         while True:
-            if self._consumers and len(self._buffer) >= self.max_buffered_changes:
+            buffer = self._buffer
+            if buffer.is_full(self.max_buffered_changes):
                 # Backpressure: nobody reads the changes fast enough.
-                self._waiting_for_space = True
+                buffer.waiting_for_space = True
                 await self._idle(None)
-                self._waiting_for_space = False
+                buffer.waiting_for_space = False
                 continue
             if self._in_flight >= self.concurrency:
                 await self._idle(None)
                 continue
-            heap = self._heap
-            while heap and heap[0][1] != heap[0][2].seq:
-                heapq.heappop(heap)
-            if not heap:
+            due = schedule.next_due()
+            if due is None:
                 run_of = 0
                 await self._idle(None)
                 continue
-            due = heap[0][0]
             now = clock()
             if due > now:
                 run_of = 0
                 await self._idle(due - now)
                 continue
-            record = heapq.heappop(heap)[2]
-            record.seq = -1
+            record = schedule.pop()
             if record.deadline is not None and now >= record.deadline:
                 self._end(record, TIMED_OUT)
             else:
@@ -944,7 +596,7 @@ class StatusPoller:
                 run_of = 0
                 await asyncio.sleep(0)
 
-    async def _read(self, record: _Record) -> None:
+    async def _read(self, record: TrackedCall) -> None:
         version = record.version
         sent = self._clock()
         self._n_reads += 1
@@ -972,12 +624,12 @@ class StatusPoller:
             if self._records.get(record.call_id) is record:
                 self._after_answer(record, call, version, sent)
 
-    def _read_done(self, record: _Record) -> None:
+    def _read_done(self, record: TrackedCall) -> None:
         record.reading = False
         self._in_flight -= 1
         self._nudge()
 
-    def _after_answer(self, record: _Record, call: Call, version: int, sent: float) -> None:
+    def _after_answer(self, record: TrackedCall, call: Call, version: int, sent: float) -> None:
         record.misses = 0
         record.failures = 0
         new, old = call.status, record.status
@@ -1002,7 +654,7 @@ class StatusPoller:
                 return
         self._reschedule(record, sent)
 
-    def _after_not_found(self, record: _Record, sent: float) -> None:
+    def _after_not_found(self, record: TrackedCall, sent: float) -> None:
         record.misses += 1
         if record.misses >= self.max_not_found:
             self._end(record, LOST)
@@ -1010,7 +662,7 @@ class StatusPoller:
         record.interval = min(self.max_interval, record.interval * self.growth)
         self._reschedule(record, sent)
 
-    def _after_error(self, record: _Record, error: Exception, sent: float) -> None:
+    def _after_error(self, record: TrackedCall, error: Exception, sent: float) -> None:
         record.failures += 1
         record.interval = min(self.max_interval, record.interval * 2.0)
         if logger.isEnabledFor(logging.WARNING):
@@ -1020,7 +672,7 @@ class StatusPoller:
             )
         self._reschedule(record, sent)
 
-    def _reschedule(self, record: _Record, sent: float) -> None:
+    def _reschedule(self, record: TrackedCall, sent: float) -> None:
         now = self._clock()
         if record.deadline is not None and now >= record.deadline:
             self._end(record, TIMED_OUT)
@@ -1028,46 +680,3 @@ class StatusPoller:
         # Counted from when the read was sent, so a slow answer does not
         # stretch the interval between two reads.
         self._schedule(record, max(now, sent + self._jittered(record.interval)))
-
-
-def _wake(future: asyncio.Future[None]) -> None:
-    if not future.done():
-        future.set_result(None)
-
-
-# -- the one-call case -----------------------------------------------------------------
-
-
-async def trigger_and_wait(
-    client: VoiceHubClient,
-    request: CallRequest,
-    *,
-    timeout: float | None = None,
-    **poller_options: Any,
-) -> Call:
-    """Trigger one call and follow it to its final status (``client.trigger_and_wait``).
-
-    ``timeout`` (seconds) is the tracking deadline, counted after the trigger:
-    when it passes, :class:`CallTimedOutError` is raised; the call was placed
-    and may still be going on (its id is in the error). A trigger failure is
-    raised as it is (an ambiguous one as
-    :class:`~voicehub_async.AmbiguousTriggerError`, never re-sent).
-    ``poller_options`` are :class:`StatusPoller` options (``min_interval``, ...).
-    """
-    poller_options.setdefault("concurrency", 1)
-    poller_options["stream_changes"] = False
-    prepared = client.prepare(request)
-    call = await client.trigger(prepared, prepared=True)
-    scheduled_at: datetime | None = None
-    if prepared.scheduled_at is not None:
-        # The API was told the minute only, and may start the call at its start.
-        scheduled_at = datetime.strptime(
-            format_scheduled_at(prepared.scheduled_at), "%Y-%m-%dT%H:%M"
-        ).replace(tzinfo=timezone.utc)
-    async with StatusPoller(client, **poller_options) as poller:
-        poller.track(
-            call,
-            scheduled_at=scheduled_at,
-            deadline=None if timeout is None else timedelta(seconds=timeout),
-        )
-        return await poller.wait(call.id)
