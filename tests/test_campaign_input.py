@@ -144,13 +144,15 @@ def test_semicolons_and_another_number_column(
 ) -> None:
     # As European spreadsheets write it, with the number under another name.
     source = tmp_path / "contacts.csv"
-    source.write_text("Phone;Name\n+14155550401;Ada\n\n+14155550402;Alan\n", encoding="utf-8")
+    source.write_text("Phone;Name\n+14155550401;Ada\n\n\n+14155550402;Alan\n", encoding="utf-8")
     code, out, err = run(
         capsys, "campaign", str(source), "--agent", "a1", "--column", "to=phone", "--json",
-        "--no-poll",
+        "--no-poll", "--progress-interval", "0.05",
     )  # fmt: skip
     assert code == 0, err
-    assert json.loads(out)["total"] == 2  # the blank line is not a contact
+    assert json.loads(out)["total"] == 2  # blank lines are not contacts
+    progress = [line for line in err.splitlines() if "rows " in line]
+    assert progress and all("/2" in line for line in progress), progress
     assert sim.placed_counts() == {"+14155550401": 1, "+14155550402": 1}
     contexts = sorted(json.dumps(t.context) for t in sim.triggers)
     assert contexts == ['{"Name": "Ada"}', '{"Name": "Alan"}']
@@ -284,3 +286,47 @@ def test_an_unusable_header_fails_before_any_row(tmp_path: Path) -> None:
     source.write_text('to,"name\n+14155550101,a\n')
     with pytest.raises(ContactsError, match="never closed"):
         read_contacts(source)
+
+
+def test_exit_2_says_nothing_was_sent_only_when_true(
+    sim: SimulatorThread,
+    tmp_path: Path,
+    capsys: pytest.CaptureFixture[str],
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    source = write_rows(tmp_path / "c.csv", [[number(i)] for i in range(1, 31)], ["phone"])
+    code, _, err = run(capsys, "campaign", str(source), "--agent", "a1")
+    assert code == 2 and "nothing was sent" in err and sim.trigger_count == 0
+
+    # Should reading ever fail after calls went out (the reader itself no
+    # longer does; an I/O error could), the exit status and the words say so.
+    import voicehub_async.campaign.runner as runner
+
+    def failing_after_150(*args: object, **kwargs: object) -> object:
+        rows = read_contacts(*args, **kwargs)  # type: ignore[arg-type]
+
+        def generate() -> object:
+            for contact in rows:
+                if contact.row > 150:
+                    raise ContactsError("the file went away")
+                yield contact
+
+        return generate()
+
+    source = write_rows(tmp_path / "d.csv", [[number(i)] for i in range(1, 301)], ["to"])
+    monkeypatch.setattr(runner, "read_contacts", failing_after_150)
+    code, _, err = run(
+        capsys, "campaign", str(source), "--agent", "a1", "--no-poll", "--concurrency", "4"
+    )
+    assert code == 1 and "nothing was sent" not in err, (err, sim.trigger_count)
+    assert "calls were placed" in err and "run the same command again" in err
+    assert 1 <= sim.trigger_count <= 150
+
+
+def test_jsonl_keys_follow_the_column_option(tmp_path: Path) -> None:
+    source = tmp_path / "c.jsonl"
+    source.write_text(json.dumps({"Phone": number(1), "to": "not this one", "name": "Ada"}) + "\n")
+    (row,) = read_contacts(source, columns={"to": "phone"})
+    # The chosen column is the number; the one it supersedes is not read.
+    assert row.fields == {"to": number(1), "name": "Ada"}
+    assert row_request(row, "a").to == number(1)

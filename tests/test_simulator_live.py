@@ -113,6 +113,23 @@ async def test_pinned_statuses_decide_what_is_live(
         assert sim.live_calls() == 0
 
 
+async def test_a_changed_outcome_moves_the_end_of_a_live_call(
+    clock: ManualClock, session: aiohttp.ClientSession
+) -> None:
+    async with Simulator(capped(None), clock=clock, wall_clock=clock.wall) as sim:
+        first = (await trigger(session, sim, number(1)))[1]["id"]
+        sim.set_outcome(first, "busy")  # would end after its 2 s queue...
+        sim.set_outcome(first, "completed")  # ...but talks after all: ends at 15 s
+        clock.advance(0.5)
+        second = (await trigger(session, sim, number(2)))[1]["id"]
+        sim.set_outcome(second, "busy")  # ends at 0.5 + 2 s
+        clock.advance(2.5)  # 3 s: the first still queued or ringing, the second busy
+        assert (sim.status_of(first), sim.status_of(second)) == ("Started", "Busy")
+        assert sim.live_calls() == 1
+        clock.advance(12.5)  # 15.5 s: the first completed too
+        assert sim.live_calls() == 0
+
+
 async def test_a_scheduled_call_is_live_from_its_trigger(
     clock: ManualClock, session: aiohttp.ClientSession
 ) -> None:

@@ -47,6 +47,7 @@ if TYPE_CHECKING:
     from .models import CallRequest as CallRequest
     from .models import CallStage as CallStage
     from .models import CallStatus as CallStatus
+    from .models import PreparedRequest as PreparedRequest
     from .models import Recordings as Recordings
     from .poller import CallLostError as CallLostError
     from .poller import CallTimedOutError as CallTimedOutError

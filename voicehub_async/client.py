@@ -15,18 +15,28 @@ import json
 import logging
 import os
 import secrets
-from collections.abc import AsyncIterable, Iterable, Mapping
+import warnings
+from collections.abc import AsyncIterable, Callable, Iterable, Mapping
 from datetime import datetime
 from pathlib import Path
 from types import TracebackType
-from typing import TYPE_CHECKING, Any, Final
-from urllib.parse import quote, urljoin, urlsplit
+from typing import IO, TYPE_CHECKING, Any, Final, TypeVar
+from urllib.parse import quote
 
 import aiohttp
 import attrs
 import cattrs
+import orjson
+from multidict import CIMultiDict, CIMultiDictProxy
+from yarl import URL
 
-from .config import DEFAULT_BASE_URL, Timeout, TimeoutTypes, check_base_url, is_loopback_host
+from .config import (
+    API_KEY_ENV,
+    Timeout,
+    TimeoutTypes,
+    api_key_from_environment,
+    base_url_from_environment,
+)
 from .errors import (
     APIConnectionError,
     APIStatusError,
@@ -37,13 +47,19 @@ from .errors import (
     error_message,
     status_error_class,
 )
+from .keyscope import KeyScope, looks_like_api_path
 from .models import (
     Call,
     CallRequest,
+    NumberCache,
+    PreparedRequest,
     Recordings,
+    assume_prepared,
     check_region,
+    dumps_json,
     make_converter,
     prepare_request,
+    trigger_payload,
 )
 from .retry import RetryPolicy, parse_retry_after
 
@@ -52,11 +68,15 @@ if TYPE_CHECKING:
 
 __all__ = ["VoiceHubClient"]
 
+T = TypeVar("T")
+
 logger = logging.getLogger("voicehub_async")
 
 API_KEY_HEADER: Final = "x-dq-api-key"
 TRIGGER_PATH: Final = "/api/v1/calls/api-call"
 _DOWNLOAD_CHUNK: Final = 64 * 1024
+#: Distinct per-request timeouts converted once and kept (a handful in practice).
+_TIMEOUT_CACHE: Final = 16
 
 
 def _status_path(call_id: str) -> str:
@@ -71,6 +91,15 @@ def _check_call_id(call_id: Any) -> str:
     if not isinstance(call_id, str) or not call_id.strip():
         raise InvalidRequestError("call_id", call_id, "a non-empty string is required")
     return call_id
+
+
+def _loads(body: bytes) -> Any:
+    """A JSON body decoded: orjson, with ``json`` for what only it reads (NaN,
+    integers beyond 64 bits), so that the answer accepted is the same."""
+    try:
+        return orjson.loads(body)
+    except orjson.JSONDecodeError:
+        return json.loads(body)
 
 
 def _transport_error(
@@ -95,6 +124,30 @@ def _transport_error(
     return APIConnectionError(
         f"{method} {path}: connection broken after sending ({type(exc).__name__})", sent=True
     )
+
+
+def _json_text(value: Any) -> str:
+    return dumps_json(value).decode()
+
+
+def _new_session(
+    connector: aiohttp.BaseConnector, timeout: aiohttp.ClientTimeout
+) -> aiohttp.ClientSession:
+    """The client's own session: request bodies encoded by orjson (straight to
+    bytes where aiohttp takes such an encoder, from 3.14)."""
+    try:
+        return aiohttp.ClientSession(
+            connector=connector, timeout=timeout, json_serialize_bytes=dumps_json
+        )
+    except TypeError:  # an older aiohttp
+        return aiohttp.ClientSession(
+            connector=connector, timeout=timeout, json_serialize=_json_text
+        )
+
+
+def _headers(values: Mapping[str, str]) -> CIMultiDictProxy[str]:
+    """Request headers built once, in the form aiohttp uses without copying twice."""
+    return CIMultiDictProxy(CIMultiDict(values))
 
 
 class VoiceHubClient:
@@ -128,25 +181,23 @@ class VoiceHubClient:
         retry_ambiguous_triggers: bool = False,
         retry_policy: RetryPolicy | None = None,
     ) -> None:
-        key = api_key if api_key is not None else os.environ.get("VOICEHUB_API_KEY")
-        if not key or not key.strip():
+        key = api_key_from_environment(api_key)
+        if key is None:
             raise VoiceHubError(
                 "no VoiceHub API key: pass VoiceHubClient(api_key=...) or set the "
-                "VOICEHUB_API_KEY environment variable"
+                f"{API_KEY_ENV} environment variable"
             )
-        self._api_key = key.strip()
-        if not self._api_key.isprintable():
+        self._api_key = key
+        if not key.isprintable():
             # Refused here rather than by aiohttp at the first request; the key is not shown.
             raise VoiceHubError(
                 "the VoiceHub API key contains control characters (a newline?); "
                 "check how it was read"
             )
-        self.base_url = check_base_url(
-            base_url or os.environ.get("VOICEHUB_BASE_URL") or DEFAULT_BASE_URL
-        )
-        self._origin = urlsplit(self.base_url)[:2]
+        self.base_url = base_url_from_environment(base_url)
         self.timeout = Timeout.of(timeout)
         self._client_timeout = self.timeout.to_aiohttp()
+        self._timeouts: dict[TimeoutTypes, aiohttp.ClientTimeout] = {}
         if max_connections < 1:
             raise ValueError("max_connections must be at least 1")
         self.max_connections = max_connections
@@ -154,13 +205,26 @@ class VoiceHubClient:
             max_retries=max_retries, retry_ambiguous_triggers=retry_ambiguous_triggers
         )
         self.default_region = check_region(default_region)
+        self._numbers = NumberCache()
         self._session = session
         self._owns_session = session is None
-        # Sent per request rather than as session defaults, so that a request
-        # to another host (a recording in a storage bucket) can go without it.
-        self._auth_headers: Mapping[str, str] = {API_KEY_HEADER: self._api_key}
+        # Built once. Sent per request rather than as session defaults, so
+        # that a request to another host (a recording in a storage bucket)
+        # can go without the key.
+        self._auth_headers = _headers({API_KEY_HEADER: key})
         self._closed = False
         self.converter: cattrs.Converter = make_converter()
+
+    @property
+    def base_url(self) -> str:
+        """The API's base URL (no trailing slash); the key goes to its origin only."""
+        return self._scope.base_url
+
+    @base_url.setter
+    def base_url(self, url: str) -> None:
+        # Checked like the constructor's (https, or http on loopback only).
+        self._scope = KeyScope(url)
+        self._trigger_url = URL(self._scope.base_url + TRIGGER_PATH)
 
     def __repr__(self) -> str:
         # Never the key, not even part of it.
@@ -196,16 +260,24 @@ class VoiceHubClient:
         if session is None:
             if self._closed:
                 raise RuntimeError("this VoiceHubClient is closed; make a new one")
-            session = self._session = aiohttp.ClientSession(
-                connector=aiohttp.TCPConnector(limit=self.max_connections, limit_per_host=0),
-                timeout=self._client_timeout,
+            session = self._session = _new_session(
+                aiohttp.TCPConnector(limit=self.max_connections, limit_per_host=0),
+                self._client_timeout,
             )
         return session
 
     # -- one request -------------------------------------------------------------
 
     def _timeout(self, timeout: TimeoutTypes | None) -> aiohttp.ClientTimeout:
-        return self._client_timeout if timeout is None else Timeout.of(timeout).to_aiohttp()
+        """The aiohttp timeout for a per-request ``timeout``, converted once per value."""
+        if timeout is None:
+            return self._client_timeout
+        converted = self._timeouts.get(timeout)
+        if converted is None:
+            converted = Timeout.of(timeout).to_aiohttp()
+            if len(self._timeouts) < _TIMEOUT_CACHE:
+                self._timeouts[timeout] = converted
+        return converted
 
     async def _send(
         self,
@@ -213,28 +285,48 @@ class VoiceHubClient:
         path: str,
         attempt: int,
         *,
-        json_body: Any = None,
         timeout: aiohttp.ClientTimeout,
+        url: str | URL | None = None,
+        json_body: Any = None,
+        headers: CIMultiDictProxy[str] | None = None,
+        into: IO[bytes] | None = None,
     ) -> Any:
-        """Send one request and return its decoded JSON body, or raise a VoiceHubError."""
+        """Send one request: the one request path of every endpoint.
+
+        ``url`` defaults to ``base_url + path`` (``path`` is what the logs
+        and errors show). ``headers`` carry the key (the default) or are
+        None (a download from another host): redirects are followed only
+        then, never with the key. Returns the decoded JSON body, or streams
+        a success body into ``into`` and returns None. Raises a VoiceHubError.
+        The latency logged is the request's, body included.
+        """
         session = self._get_session()
         loop = asyncio.get_running_loop()
         started = loop.time()
+        if url is None:
+            url = self.base_url + path
+        if headers is None and into is None:
+            headers = self._auth_headers
         try:
             async with session.request(
                 method,
-                self.base_url + path,
+                url,
                 json=json_body,
-                headers=self._auth_headers,
+                headers=headers,
                 timeout=timeout,
-                allow_redirects=False,
+                allow_redirects=headers is None,
             ) as response:
-                body = await response.read()
                 status = response.status
                 if status >= 300:
-                    error = self._status_error(method, path, response, body)
+                    data = await response.read()
+                    error = self._status_error(method, path, response, data)
                     self._log(method, path, status, attempt, loop.time() - started)
                     raise error
+                if into is None:
+                    data = await response.read()
+                else:
+                    async for chunk in response.content.iter_chunked(_DOWNLOAD_CHUNK):
+                        into.write(chunk)
         except VoiceHubError:
             raise
         except (aiohttp.ClientError, asyncio.TimeoutError) as exc:
@@ -243,13 +335,15 @@ class VoiceHubClient:
             ) from None
         if logger.isEnabledFor(logging.DEBUG):
             self._log(method, path, status, attempt, loop.time() - started)
+        if into is not None:
+            return None
         try:
-            return json.loads(body)
+            return _loads(data)
         except ValueError:
             raise UnexpectedResponseError(
                 status,
                 "the answer is not JSON",
-                body.decode("utf-8", "replace"),
+                data.decode("utf-8", "replace"),
                 secret=self._api_key,
             ) from None
 
@@ -267,6 +361,13 @@ class VoiceHubClient:
             )
         else:
             message = error_message(body, response.reason)
+            suggested = looks_like_api_path(self.base_url) if status == 404 else None
+            if suggested is not None:
+                message += (
+                    f" (base_url {self.base_url!r} looks wrong: it should not end in "
+                    f"{self.base_url[len(suggested):]!r}, the SDK adds the API path itself; "
+                    f"use {suggested!r})"
+                )
         return status_error_class(status)(
             status,
             message,
@@ -330,12 +431,20 @@ class VoiceHubClient:
             max_retries=max_retries,
         )
 
-    def prepare(self, request: CallRequest) -> CallRequest:
+    def prepare(self, request: CallRequest, *, now: datetime | None = None) -> PreparedRequest:
         """``request`` checked and normalised with this client's ``default_region``.
 
-        Raises :class:`~voicehub_async.InvalidRequestError`; sends nothing.
+        Returns a :class:`~voicehub_async.PreparedRequest`, which
+        :meth:`trigger`, :meth:`dispatch` and the campaign send without
+        checking it again (one that is prepared already comes back as it
+        is). ``now`` is the time a ``scheduled_at`` must be after (default:
+        the clock). Raises :class:`~voicehub_async.InvalidRequestError`;
+        sends nothing. Numbers seen before are not parsed again (a bounded
+        cache per client).
         """
-        return prepare_request(request, default_region=self.default_region)
+        return prepare_request(
+            request, default_region=self.default_region, now=now, numbers=self._numbers
+        )
 
     async def trigger(
         self,
@@ -343,27 +452,75 @@ class VoiceHubClient:
         *,
         timeout: TimeoutTypes | None = None,
         max_retries: int | None = None,
-        prepared: bool = False,
+        attempt: int | None = None,
+        prepared: bool | None = None,
     ) -> Call:
         """:meth:`trigger_call` for a :class:`~voicehub_async.CallRequest`.
 
-        ``prepared=True`` skips validation for a request that came out of
-        :meth:`prepare` already.
+        A :class:`~voicehub_async.PreparedRequest` (from :meth:`prepare`) is
+        sent without being checked again. ``attempt=n`` sends it once, as
+        attempt number ``n``, and raises a failure as it is (not wrapped in
+        :class:`~voicehub_async.AmbiguousTriggerError`): for code that runs
+        its own retries with :attr:`retry_policy` (``retry_policy.attempts()``),
+        as the dispatcher does. ``prepared=True`` (deprecated: pass what
+        :meth:`prepare` returns instead) trusts a plain request to be
+        prepared already.
         """
-        if not prepared:
-            request = self.prepare(request)
-        payload = self.converter.unstructure(request, CallRequest)
-        if logger.isEnabledFor(logging.DEBUG):
+        if prepared is not None:
+            warnings.warn(
+                "trigger(prepared=...) is deprecated: pass the PreparedRequest that "
+                "client.prepare() returns, which is never validated twice",
+                DeprecationWarning,
+                stacklevel=2,
+            )
+        if not isinstance(request, PreparedRequest):
+            request = assume_prepared(request) if prepared else self.prepare(request)
+        payload = trigger_payload(request)
+        if logger.isEnabledFor(logging.DEBUG):  # numbers are personal data: DEBUG only
             logger.debug("trigger payload: %s", payload)
         client_timeout = self._timeout(timeout)
+        if attempt is not None:
+            return await self._send_trigger(payload, attempt, client_timeout)
 
-        async def attempt(number: int) -> Call:
-            data = await self._send(
-                "POST", TRIGGER_PATH, number, json_body=payload, timeout=client_timeout
-            )
-            return self._structure_call(data, number)
+        async def attempt_number(number: int) -> Call:
+            return await self._send_trigger(payload, number, client_timeout)
 
-        return await self.retry_policy.call(attempt, trigger=True, max_retries=max_retries)
+        return await self.retry_policy.call(
+            attempt_number, trigger=True, max_retries=max_retries
+        )
+
+    async def _send_trigger(
+        self, payload: Mapping[str, Any], attempt: int, timeout: aiohttp.ClientTimeout
+    ) -> Call:
+        data = await self._send(
+            "POST",
+            TRIGGER_PATH,
+            attempt,
+            url=self._trigger_url,
+            json_body=payload,
+            timeout=timeout,
+        )
+        return self._structure_call(data, attempt)
+
+    async def _read(
+        self,
+        path: str,
+        timeout: TimeoutTypes | None,
+        max_retries: int | None,
+        parse: Callable[[Any, int], T] | None = None,
+    ) -> T:
+        """GET ``path``, an idempotent read retried on anything transient.
+
+        Returns the decoded JSON, or ``parse(json, attempt)`` (inside the
+        attempt, so an unreadable answer fails that attempt).
+        """
+        client_timeout = self._timeout(timeout)
+
+        async def attempt(number: int) -> T:
+            data = await self._send("GET", path, number, timeout=client_timeout)
+            return data if parse is None else parse(data, number)
+
+        return await self.retry_policy.call(attempt, trigger=False, max_retries=max_retries)
 
     async def get_call(
         self,
@@ -373,14 +530,9 @@ class VoiceHubClient:
         max_retries: int | None = None,
     ) -> Call:
         """The call's current status (retried on any transient failure)."""
-        path = _status_path(_check_call_id(call_id))
-        client_timeout = self._timeout(timeout)
-
-        async def attempt(number: int) -> Call:
-            data = await self._send("GET", path, number, timeout=client_timeout)
-            return self._structure_call(data, number)
-
-        return await self.retry_policy.call(attempt, trigger=False, max_retries=max_retries)
+        return await self._read(
+            _status_path(_check_call_id(call_id)), timeout, max_retries, self._structure_call
+        )
 
     async def get_recordings(
         self,
@@ -391,18 +543,16 @@ class VoiceHubClient:
     ) -> Recordings:
         """The URL(s) of the call's recording (a 404 until there is one)."""
         path = _recordings_path(_check_call_id(call_id))
-        client_timeout = self._timeout(timeout)
 
-        async def attempt(number: int) -> Recordings:
-            data = await self._send("GET", path, number, timeout=client_timeout)
+        def parse(data: Any, _: int) -> Recordings:
             recordings = self.converter.structure({"call_id": call_id, "raw": data}, Recordings)
             return Recordings(
                 call_id=recordings.call_id,
-                urls=tuple(urljoin(self.base_url + "/", url) for url in recordings.urls),
+                urls=tuple(self._scope.absolute(url) for url in recordings.urls),
                 raw=data,
             )
 
-        return await self.retry_policy.call(attempt, trigger=False, max_retries=max_retries)
+        return await self._read(path, timeout, max_retries, parse)
 
     async def download_recording(
         self,
@@ -421,17 +571,30 @@ class VoiceHubClient:
         only then are redirects followed.
         """
         target = Path(path)
-        absolute = urljoin(self.base_url + "/", url)
-        parts = urlsplit(absolute)
-        if parts.scheme != "https" and not (
-            parts.scheme == "http" and is_loopback_host(parts.hostname)
-        ):
-            raise InvalidRequestError("url", url, "recordings are downloaded over https only")
-        headers = self._auth_headers if parts[:2] == self._origin else None
+        absolute, with_key = self._scope.download_url(url)
+        headers = self._auth_headers if with_key else None
+        label = URL(absolute).path
         client_timeout = self._timeout(timeout)
 
         async def attempt(number: int) -> Path:
-            return await self._download(absolute, target, headers, client_timeout, number)
+            # Like mkstemp, but created with the usual 0o666 & ~umask mode, so
+            # the finished file has the permissions any other download would have.
+            temp_name = str(target.parent / f".{target.name}.{secrets.token_hex(6)}.part")
+            fd = os.open(temp_name, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666)
+            try:
+                with os.fdopen(fd, "wb") as out:
+                    await self._send(
+                        "GET", label, number, url=absolute, headers=headers, into=out,
+                        timeout=client_timeout,
+                    )
+                os.replace(temp_name, target)
+            except BaseException:
+                try:
+                    os.unlink(temp_name)
+                except FileNotFoundError:
+                    pass
+                raise
+            return target
 
         return await self.retry_policy.call(attempt, trigger=False, max_retries=max_retries)
 
@@ -453,81 +616,8 @@ class VoiceHubClient:
         (:class:`~voicehub_async.RedirectError`); transient failures are
         retried like any read.
         """
-        if not isinstance(url, str) or not url.strip():
-            raise InvalidRequestError("url", url, "a non-empty URL string is required")
-        absolute = urljoin(self.base_url + "/", url.strip())
-        parts, base = urlsplit(absolute), urlsplit(self.base_url)
-        if parts.scheme != "https" and not (
-            parts.scheme == "http" and is_loopback_host(parts.hostname)
-        ):
-            raise InvalidRequestError("url", url, "analysis results are fetched over https only")
-        default_ports = {"https": 443, "http": 80}
-        try:
-            same_origin = (
-                parts.scheme == base.scheme
-                and (parts.hostname or "").lower() == (base.hostname or "").lower()
-                and (parts.port or default_ports[parts.scheme])
-                == (base.port or default_ports[base.scheme])
-                and parts.username is None
-            )
-        except ValueError:  # an invalid port
-            same_origin = False
-        if not same_origin:
-            raise InvalidRequestError(
-                "url", url,
-                f"not on the API host {base.netloc}; the API key is only sent there",
-            )
-        base_path = base.path.rstrip("/")
-        if not parts.path.startswith(base_path + "/"):
-            raise InvalidRequestError("url", url, f"outside the API's base path {base_path}")
-        path = parts.path[len(base_path):] + (f"?{parts.query}" if parts.query else "")
-        client_timeout = self._timeout(timeout)
-
-        async def attempt(number: int) -> Any:
-            return await self._send("GET", path, number, timeout=client_timeout)
-
-        return await self.retry_policy.call(attempt, trigger=False, max_retries=max_retries)
-
-    async def _download(
-        self,
-        url: str,
-        target: Path,
-        headers: Mapping[str, str] | None,
-        timeout: aiohttp.ClientTimeout,
-        attempt: int,
-    ) -> Path:
-        session = self._get_session()
-        path = urlsplit(url).path
-        # Like mkstemp, but created with the usual 0o666 & ~umask mode, so the
-        # finished file has the permissions any other download would have.
-        temp_name = str(target.parent / f".{target.name}.{secrets.token_hex(6)}.part")
-        fd = os.open(temp_name, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666)
-        try:
-            with os.fdopen(fd, "wb") as out:
-                try:
-                    # A redirect is followed only when no key is attached (a
-                    # storage URL handing over to a CDN); with the key, never.
-                    async with session.get(
-                        url, headers=headers, timeout=timeout, allow_redirects=headers is None
-                    ) as response:
-                        if response.status >= 300:
-                            body = await response.read()
-                            raise self._status_error("GET", path, response, body)
-                        async for chunk in response.content.iter_chunked(_DOWNLOAD_CHUNK):
-                            out.write(chunk)
-                except VoiceHubError:
-                    raise
-                except (aiohttp.ClientError, asyncio.TimeoutError) as exc:
-                    raise _transport_error(exc, "GET", path) from None
-            os.replace(temp_name, target)
-        except BaseException:
-            try:
-                os.unlink(temp_name)
-            except FileNotFoundError:
-                pass
-            raise
-        self._log("GET", path, 200, attempt, 0.0)
-        return target
+        result: Any = await self._read(self._scope.api_path(url), timeout, max_retries)
+        return result
 
     # -- many calls ----------------------------------------------------------------
 
@@ -581,7 +671,7 @@ class VoiceHubClient:
             call = self.converter.structure(data, Call)
         except (ValueError, TypeError, KeyError, cattrs.BaseValidationError) as exc:
             raise UnexpectedResponseError(
-                200, f"the answer is not a call ({exc})", json.dumps(data),
+                200, f"the answer is not a call ({exc})", _shown(data),
                 secret=self._api_key,
             ) from None
         raw_id = data["id"]
@@ -589,9 +679,15 @@ class VoiceHubClient:
             # Not a call that can be followed (an id "None" or ""): for a
             # trigger, ambiguous like any other answer without a readable call.
             raise UnexpectedResponseError(
-                200, f"the answer's call id {raw_id!r} is unusable", json.dumps(data),
+                200, f"the answer's call id {raw_id!r} is unusable", _shown(data),
                 secret=self._api_key,
             )
         if attempts != 1:
             call = attrs.evolve(call, attempts=attempts)
         return call
+
+
+def _shown(data: Any) -> str:
+    """An unexpected answer, as text for an error (truncated)."""
+    return json.dumps(data, default=str)[:500]
+

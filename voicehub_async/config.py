@@ -1,4 +1,4 @@
-"""Small configuration values: timeouts and connection limits.
+"""Small configuration values: timeouts, and where the key and base URL come from.
 
 Like httpx's ``_config``: plain immutable objects, built once and shared, so a
 setting means the same thing everywhere it is passed.
@@ -6,16 +6,32 @@ setting means the same thing everywhere it is passed.
 
 from __future__ import annotations
 
-import ipaddress
 from typing import Any
-from urllib.parse import urlsplit
 
 import aiohttp
 import attrs
 
-__all__ = ["DEFAULT_BASE_URL", "Timeout", "TimeoutTypes", "check_base_url", "is_loopback_host"]
+# Re-exported: the environment lookup and the key rules have modules of their own.
+from ._env import (
+    API_KEY_ENV,
+    BASE_URL_ENV,
+    DEFAULT_BASE_URL,
+    api_key_from_environment,
+    base_url_from_environment,
+)
+from .keyscope import check_base_url, is_loopback_host
 
-DEFAULT_BASE_URL = "https://voicehub.dataqueue.ai"
+__all__ = [
+    "API_KEY_ENV",
+    "BASE_URL_ENV",
+    "DEFAULT_BASE_URL",
+    "Timeout",
+    "TimeoutTypes",
+    "api_key_from_environment",
+    "base_url_from_environment",
+    "check_base_url",
+    "is_loopback_host",
+]
 
 
 def _positive_or_none(_: object, attribute: attrs.Attribute[Any], value: Any) -> None:
@@ -52,35 +68,3 @@ class Timeout:
 
 
 TimeoutTypes = float | int | Timeout
-
-
-def is_loopback_host(host: str | None) -> bool:
-    """True for ``localhost`` and loopback addresses (127.0.0.0/8, ::1)."""
-    if not host:
-        return False
-    host = host.strip("[]").lower()
-    if host == "localhost" or host.endswith(".localhost"):
-        return True
-    try:
-        return ipaddress.ip_address(host).is_loopback
-    except ValueError:
-        return False
-
-
-def check_base_url(url: str) -> str:
-    """``url`` without a trailing slash, if it is HTTPS (or HTTP on loopback).
-
-    Sending the API key in clear text over a network is refused; the loopback
-    exception is for the built-in simulator and local test servers.
-    """
-    parts = urlsplit(url)
-    if parts.scheme not in ("https", "http") or not parts.hostname:
-        raise ValueError(f"base_url must be an https:// URL, got {url!r}")
-    if parts.scheme == "http" and not is_loopback_host(parts.hostname):
-        raise ValueError(
-            f"base_url {url!r} is plain http: the API key would travel unencrypted; "
-            "use https:// (http is allowed only for localhost / 127.0.0.1 / ::1)"
-        )
-    if parts.query or parts.fragment or parts.username or parts.password:
-        raise ValueError("base_url must not carry a query, fragment or credentials")
-    return url.rstrip("/")

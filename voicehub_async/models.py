@@ -13,10 +13,11 @@ import enum
 import json
 from collections.abc import Mapping
 from datetime import datetime, timedelta, timezone
-from typing import Any, ClassVar
+from typing import Any, ClassVar, Final
 
 import attrs
 import cattrs
+import orjson
 import phonenumbers
 from cattrs.gen import make_dict_unstructure_fn, override
 
@@ -28,9 +29,14 @@ __all__ = [
     "CallRequest",
     "CallStage",
     "CallStatus",
+    "NumberCache",
+    "PreparedRequest",
     "Recordings",
     "TERMINAL_STATUSES",
+    "assume_prepared",
     "check_region",
+    "dumps_json",
+    "trigger_payload",
     "format_scheduled_at",
     "make_converter",
     "normalize_number",
@@ -253,21 +259,44 @@ def format_scheduled_at(when: datetime) -> str:
     return when.astimezone(timezone.utc).strftime("%Y-%m-%dT%H:%M")
 
 
+@attrs.frozen
+class PreparedRequest(CallRequest):
+    """A :class:`CallRequest` that passed :func:`prepare_request`: safe to send as it is.
+
+    Numbers are in E.164, ``scheduled_at`` was in a later minute than "now"
+    when it was checked, ``context`` is a JSON object. Made by
+    :meth:`~voicehub_async.VoiceHubClient.prepare` (or :func:`prepare_request`),
+    never by hand: the type is the proof that validation happened, so the
+    client, the dispatcher, the poller and the campaign pass it on without
+    checking it again. It is a :class:`CallRequest`, so it goes wherever one goes.
+    """
+
+
 def check_region(region: str | None) -> str | None:
     """``region`` upper-cased if libphonenumber knows it (``"US"``, ``"GB"``), else ValueError.
 
     Checked once, when the client is made: an unknown region would otherwise
     make every number without a country code fail with a misleading reason.
+    The error is an :class:`InvalidRequestError` (a ``ValueError``) naming
+    ``default_region``.
     """
     if not region:
         return None
     code = region.strip().upper()
     if code not in phonenumbers.SUPPORTED_REGIONS:
-        raise ValueError(
-            f"default_region {region!r} is not a region code libphonenumber knows; "
-            "use a two-letter ISO 3166 code such as 'US' or 'GB'"
+        raise InvalidRequestError(
+            "default_region",
+            region,
+            "not a region code libphonenumber knows; "
+            "use a two-letter ISO 3166 code such as 'US' or 'GB'",
         )
     return code
+
+
+_NO_EXTENSION: Final = (
+    "a voice call cannot dial an extension; give the number alone "
+    "(the agent can ask for the extension)"
+)
 
 
 def normalize_number(value: Any, field: str, default_region: str | None = None) -> str:
@@ -275,7 +304,10 @@ def normalize_number(value: Any, field: str, default_region: str | None = None) 
 
     Parsed and validated with Google's libphonenumber. A number without a
     country code is refused unless ``default_region`` (an ISO country code
-    such as ``"US"``) says which country it belongs to.
+    such as ``"US"``) says which country it belongs to. An extension
+    (``x12``, ``ext. 12``, ``;ext=12``) is refused, since a voice call cannot
+    dial one, and so is anything after the last digit (libphonenumber would
+    quietly drop a trailing ``x``).
     """
     if not isinstance(value, str) or not value.strip():
         raise InvalidRequestError(field, value, "a phone number string is required")
@@ -294,9 +326,58 @@ def normalize_number(value: Any, field: str, default_region: str | None = None) 
         else:
             reason = f"not a phone number ({exc._msg})"
         raise InvalidRequestError(field, value, reason) from None
+    if parsed.extension:
+        raise InvalidRequestError(
+            field, value, f"has an extension ({parsed.extension}): {_NO_EXTENSION}"
+        )
+    if not value.rstrip()[-1].isdigit():
+        raise InvalidRequestError(
+            field,
+            value,
+            f"unexpected {value.rstrip()[-1]!r} after the number; if it marks an extension, "
+            + _NO_EXTENSION,
+        )
     if not phonenumbers.is_valid_number(parsed):
         raise InvalidRequestError(field, value, "not a valid phone number")
     return phonenumbers.format_number(parsed, phonenumbers.PhoneNumberFormat.E164)
+
+
+class NumberCache:
+    """:func:`normalize_number` that does no work twice for a number seen before.
+
+    Libphonenumber is the main cost of preparing a request; a campaign's
+    ``from`` number, a load test's cycled numbers and redials repeat. Only
+    successes are kept (an error names the field it came from), for exact
+    ``str`` values, keyed by value and region, so the answer is the very one
+    :func:`normalize_number` gives. Bounded: at most ``size`` entries, the
+    oldest dropped first, so memory stays flat however many numbers pass.
+    One per client; not shared, no global state.
+    """
+
+    __slots__ = ("_entries", "_size")
+
+    def __init__(self, size: int = 4096) -> None:
+        if size < 1:
+            raise ValueError("size must be at least 1")
+        self._size = size
+        self._entries: dict[tuple[str, str | None], str] = {}
+
+    def __len__(self) -> int:
+        return len(self._entries)
+
+    def normalize(self, value: Any, field: str, default_region: str | None) -> str:
+        """As :func:`normalize_number`, from the cache when ``value`` was seen."""
+        if type(value) is not str:
+            return normalize_number(value, field, default_region)
+        entries = self._entries
+        key = (value, default_region)
+        number = entries.get(key)
+        if number is None:
+            number = normalize_number(value, field, default_region)
+            if len(entries) >= self._size:
+                del entries[next(iter(entries))]
+            entries[key] = number
+        return number
 
 
 def _check_context(context: Any) -> Mapping[str, Any] | None:
@@ -342,30 +423,91 @@ def prepare_request(
     *,
     default_region: str | None = None,
     now: datetime | None = None,
-) -> CallRequest:
-    """Check ``request`` and return it normalised (numbers in E.164).
+    numbers: NumberCache | None = None,
+) -> PreparedRequest:
+    """Check ``request`` and return it normalised (numbers in E.164) as a
+    :class:`PreparedRequest`; one that is prepared already is returned as it is.
 
-    Raises :class:`InvalidRequestError` naming the first bad field.
+    Raises :class:`InvalidRequestError` naming the first bad field, or
+    ``default_region`` when that is not a region code (checked first: it
+    would make every number without a country code fail for the wrong
+    reason). ``numbers`` remembers numbers already normalised.
     """
+    if isinstance(request, PreparedRequest):
+        return request
+    region = check_region(default_region)
     if not isinstance(request.agent_id, str) or not request.agent_id.strip():
         raise InvalidRequestError("agent_id", request.agent_id, "a non-empty string is required")
-    to = normalize_number(request.to, "to", default_region)
-    from_number = (
-        None
-        if request.from_number is None
-        else normalize_number(request.from_number, "from_number", default_region)
-    )
+    normalize = normalize_number if numbers is None else numbers.normalize
+    to = normalize(request.to, "to", region)
+    from_number = request.from_number
+    if from_number is not None:
+        from_number = normalize(from_number, "from_number", region)
     context = _check_context(request.context)
-    scheduled_at = _check_scheduled_at(
-        request.scheduled_at, now if now is not None else datetime.now(timezone.utc)
-    )
-    return CallRequest(
+    scheduled_at = request.scheduled_at
+    if scheduled_at is not None:
+        scheduled_at = _check_scheduled_at(
+            scheduled_at, now if now is not None else datetime.now(timezone.utc)
+        )
+    return PreparedRequest(
         to=to,
         agent_id=request.agent_id,
         context=context,
         scheduled_at=scheduled_at,
         from_number=from_number,
     )
+
+
+def assume_prepared(request: CallRequest) -> PreparedRequest:
+    """``request`` taken as prepared on the caller's word, unchecked.
+
+    Only for the deprecated ``prepared=True`` flag (one release); new code
+    passes what :meth:`~voicehub_async.VoiceHubClient.prepare` returns.
+    """
+    if isinstance(request, PreparedRequest):
+        return request
+    return PreparedRequest(
+        to=request.to,
+        agent_id=request.agent_id,
+        context=request.context,
+        scheduled_at=request.scheduled_at,
+        from_number=request.from_number,
+    )
+
+
+def trigger_payload(request: PreparedRequest) -> dict[str, Any]:
+    """The trigger's JSON object for ``request`` (camelCase, unset fields left out).
+
+    Built once per trigger, whatever the number of attempts.
+    """
+    payload: dict[str, Any] = {"to": request.to, "agentId": request.agent_id}
+    if request.context is not None:
+        payload["context"] = request.context
+    if request.scheduled_at is not None:
+        payload["scheduledAt"] = format_scheduled_at(request.scheduled_at)
+    if request.from_number is not None:
+        payload["from"] = request.from_number
+    return payload
+
+
+def dumps_json(value: Any) -> bytes:
+    """``value`` as JSON bytes: orjson, the request bodies' encoder.
+
+    What orjson refuses although ``json`` takes it (an integer beyond 64
+    bits, a non-string key, a Mapping that is not a dict: validation used
+    ``json``'s rules) is encoded by ``json``, so whatever validation let
+    through is sent.
+    """
+    try:
+        return orjson.dumps(value)
+    except TypeError:
+        return json.dumps(value, allow_nan=False, default=_as_dict).encode()
+
+
+def _as_dict(value: Any) -> Any:
+    if isinstance(value, Mapping):
+        return dict(value)
+    raise TypeError(f"{type(value).__name__} is not JSON serialisable")
 
 
 def _structure_status(value: Any, _: type) -> CallStatus:

@@ -1,10 +1,11 @@
 """What the layers above the client use of it, as small Protocols.
 
-The status poller depends on these rather than on
+The dispatcher and the status poller depend on these rather than on
 :class:`~voicehub_async.VoiceHubClient`, so that nothing below the client's
-front doors (``client.trigger_and_wait()``) imports the client: no import
-circle, and a test can hand in a fake. Only :mod:`voicehub_async.models` and
-:mod:`voicehub_async.config` are named here, both lower still.
+front doors (``client.dispatch()``, ``client.trigger_and_wait()``) imports
+the client: no import circle, and a test can hand in a fake. Only
+:mod:`voicehub_async.models`, :mod:`voicehub_async.config` and
+:mod:`voicehub_async.retry` are named here, all lower still.
 """
 
 from __future__ import annotations
@@ -13,9 +14,10 @@ from typing import TYPE_CHECKING, Protocol
 
 if TYPE_CHECKING:
     from .config import TimeoutTypes
-    from .models import Call, CallRequest
+    from .models import Call, CallRequest, PreparedRequest
+    from .retry import RetryPolicy
 
-__all__ = ["StatusReader", "TriggerAndWaitClient"]
+__all__ = ["StatusReader", "TriggerAndWaitClient", "TriggerClient"]
 
 
 class StatusReader(Protocol):
@@ -40,11 +42,43 @@ class TriggerAndWaitClient(StatusReader, Protocol):
     """What :func:`~voicehub_async.poller.trigger_and_wait` needs: validate,
     trigger once (never re-sending an ambiguous trigger), then read."""
 
-    def prepare(self, request: CallRequest) -> CallRequest:
+    def prepare(self, request: CallRequest) -> PreparedRequest:
         """``request`` validated and normalised; raises InvalidRequestError."""
         ...
 
-    async def trigger(self, request: CallRequest, *, prepared: bool = ...) -> Call:
-        """Place the call ``request`` describes (``prepared``: it came out of
-        :meth:`prepare`, do not check it again)."""
+    async def trigger(self, request: CallRequest) -> Call:
+        """Place the call ``request`` describes (a PreparedRequest is not checked again)."""
+        ...
+
+
+class TriggerClient(Protocol):
+    """What a :class:`~voicehub_async.Dispatcher` needs: validate, and send one attempt.
+
+    The dispatcher runs the retries itself (one :class:`~voicehub_async.retry.Attempts`
+    per input, from ``retry_policy``), so that a 429 can pause all its workers;
+    it sends each attempt with ``trigger(prepared, attempt=n)``.
+    """
+
+    @property
+    def retry_policy(self) -> RetryPolicy:
+        """How failures are classified and retried."""
+        ...
+
+    @property
+    def closed(self) -> bool:
+        """True once the client is closed (nothing can be sent)."""
+        ...
+
+    def prepare(self, request: CallRequest) -> PreparedRequest:
+        """``request`` validated and normalised; raises InvalidRequestError."""
+        ...
+
+    async def trigger(
+        self,
+        request: CallRequest,
+        *,
+        timeout: TimeoutTypes | None = None,
+        attempt: int | None = None,
+    ) -> Call:
+        """With ``attempt=n``: one attempt, never retried, failures raised as they are."""
         ...

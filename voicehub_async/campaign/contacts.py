@@ -63,8 +63,10 @@ read in the wrong one phones somebody at the wrong hour.
 from __future__ import annotations
 
 import csv
+import functools
 import hashlib
 import io
+import itertools
 import json
 import re
 from collections.abc import Generator, Iterator, Mapping
@@ -333,38 +335,30 @@ class _Feed:
     bound, so one huge line never sits in memory whole.
     """
 
-    __slots__ = ("eof", "kept", "limit", "pending", "size", "stream")
+    __slots__ = ("_readline", "eof", "kept", "limit", "size", "stream")
 
     def __init__(self, stream: io.TextIOBase, limit: int, first: str) -> None:
         self.stream = stream
         self.limit = limit
-        self.kept: list[str] = []
-        self.size = 0
-        self.eof = False
+        self._readline = functools.partial(stream.readline, limit + 1)
         #: The header's first line, read already to find the delimiter.
-        self.pending: str | None = first
+        self.kept: list[str] = [first]
+        self.size = len(first)
+        self.eof = False
 
     def __iter__(self) -> _Feed:
         return self
 
     def __next__(self) -> str:
-        line = self.pending
-        if line is not None:
-            self.pending = None
-        else:
-            line = self.stream.readline(self.limit + 1)
-            if not line:
-                self.eof = True
-                raise StopIteration
+        line = self._readline()
+        if not line:
+            self.eof = True
+            raise StopIteration
         self.kept.append(line)
         self.size += len(line)
         if self.size > self.limit:
             raise _RowTooLarge
         return line
-
-    def start_row(self) -> None:
-        self.kept.clear()
-        self.size = 0
 
     def read(self) -> str:
         """The next piece of a line, for skipping (bounded; "" at the end)."""
@@ -510,7 +504,7 @@ class _CsvFile:
                 break
         self.delimiter = _delimiter(first, path)
         self.feed = feed = _Feed(stream, limit, first)
-        self.reader = csv.reader(feed, delimiter=self.delimiter)
+        self.reader = csv.reader(itertools.chain((first,), feed), delimiter=self.delimiter)
         where = f"{path}: the header (line {self.line})"
         try:
             cells = next(self.reader)
@@ -555,10 +549,12 @@ class _CsvFile:
         assert header is not None
         width = len(header)
         feed, reader, line = self.feed, self.reader, self.line
+        kept = feed.kept
         row = 0
         with self.stream:
             while True:
-                feed.start_row()
+                kept.clear()
+                feed.size = 0
                 try:
                     cells = next(reader)
                 except StopIteration:
@@ -584,7 +580,7 @@ class _CsvFile:
                     )
                 elif len(cells) > width and any(cell.strip() for cell in cells[width:]):
                     problem = f"{len(cells)} cells but the header names {width} columns"
-                elif _not_utf8(text):
+                elif not text.isascii() and _not_utf8(text):
                     index = next(i for i, cell in enumerate(cells) if _not_utf8(cell))
                     column = _column_name(header, index)
                     problem = (

@@ -27,7 +27,6 @@ import time
 from collections.abc import AsyncIterator, Callable
 from typing import TYPE_CHECKING, Any, Final
 
-from voicehub_async.errors import APIStatusError
 from voicehub_async.models import CallRequest
 from voicehub_async.webhooks.events import CallStatusChanged
 
@@ -40,27 +39,13 @@ if TYPE_CHECKING:
     from voicehub_async.dispatch import DispatchResult
     from voicehub_async.webhooks.receiver import StatusSink
 
-__all__ = ["DEFAULT_MAX_CALL_TIME", "LiveControl", "is_concurrency_limit", "live_host"]
+__all__ = ["DEFAULT_MAX_CALL_TIME", "LiveControl", "live_host"]
 
 logger = logging.getLogger("voicehub_async.campaign")
 
 #: Seconds an ambiguous trigger (or a call nobody follows) keeps its live
 #: slot: longer than any call should last.
 DEFAULT_MAX_CALL_TIME: Final = 600.0
-
-
-def is_concurrency_limit(error: BaseException) -> bool:
-    """A 429 that says the account's concurrent-call limit is reached.
-
-    Recognised by its message containing ``concurren`` (``concurrent call
-    limit exceeded``, ``too many concurrent calls``, ``concurrency limit``),
-    as Bandwidth-style APIs answer it beside ``rate limit exceeded``.
-    """
-    return (
-        isinstance(error, APIStatusError)
-        and error.status == 429
-        and "concurren" in f"{error.message} {error.body}".lower()
-    )
 
 
 def live_host(client: VoiceHubClient) -> str:

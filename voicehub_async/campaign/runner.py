@@ -37,7 +37,7 @@ import attrs
 
 from voicehub_async.dispatch import Dispatcher, DispatchResult
 from voicehub_async.errors import AuthenticationError, InvalidRequestError
-from voicehub_async.models import CallRequest, format_scheduled_at, prepare_request
+from voicehub_async.models import CallRequest, format_scheduled_at
 from voicehub_async.poller import StatusChange, StatusPoller
 from voicehub_async.stats import LatencyHistogram
 
@@ -465,8 +465,8 @@ class Campaign:
             on_result=self._on_result,
             gate=self._live,
             # With calling hours every row is validated here already (the
-            # number's zones are needed first): do not validate it twice.
-            prepared=self.calling_hours is not None,
+            # number's zones are needed first): a PreparedRequest is not
+            # validated twice.
         )
         if self._stopping:
             dispatcher.stop()
@@ -576,6 +576,7 @@ class Campaign:
             to = request.to if isinstance(request.to, str) else None
             self._entries[index] = _Entry(contact.row, contact.digest, to)
             yield request
+        self._total_estimate = self._rows_read  # the file is read: the real total
 
     @staticmethod
     def _sync_inputs(plan: Iterator[CallRequest | None]) -> Iterator[CallRequest]:
@@ -646,7 +647,7 @@ class Campaign:
         """``request`` validated, with ``scheduled_at`` moved into the calling hours."""
         assert self.calling_hours is not None
         now = self._now()
-        prepared = prepare_request(request, default_region=self.client.default_region, now=now)
+        prepared = self.client.prepare(request, now=now)
         when = self.calling_hours.next_allowed(prepared.to, now, prepared.scheduled_at)
         if when != prepared.scheduled_at:
             prepared = attrs.evolve(prepared, scheduled_at=when)

@@ -12,11 +12,16 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import sys
 from collections.abc import Mapping, Sequence
 from typing import TYPE_CHECKING, Any, Final, TextIO
 
+from voicehub_async._env import (
+    API_KEY_ENV,
+    BASE_URL_ENV,
+    api_key_from_environment,
+    base_url_from_environment,
+)
 from voicehub_async.errors import (
     AmbiguousTriggerError,
     APIConnectionError,
@@ -59,8 +64,6 @@ EXIT_API_ERROR: Final = 1
 #: Bad input or usage: nothing was sent.
 EXIT_USAGE: Final = 2
 
-API_KEY_ENV: Final = "VOICEHUB_API_KEY"
-BASE_URL_ENV: Final = "VOICEHUB_BASE_URL"
 
 _PROG: Final = "voicehub"
 
@@ -100,11 +103,13 @@ def add_json_argument(parser: argparse.ArgumentParser) -> None:
     )
 
 
-def add_client_arguments(parser: argparse.ArgumentParser) -> None:
+def add_client_arguments(parser: argparse.ArgumentParser, *, numbers: bool = True) -> None:
     """The options every command that talks to the API accepts.
 
-    The key itself is never a flag (it would land in shell history and ``ps``):
-    it comes from ``$VOICEHUB_API_KEY`` only.
+    ``--default-region`` only where the command reads phone numbers
+    (``numbers``): listed for ``status``, it would promise something it does
+    not do. The key itself is never a flag (it would land in shell history
+    and ``ps``): it comes from ``$VOICEHUB_API_KEY`` only.
     """
     group = parser.add_argument_group(
         "connection", f"the API key is read from ${API_KEY_ENV} (never from a flag)"
@@ -115,12 +120,13 @@ def add_client_arguments(parser: argparse.ArgumentParser) -> None:
         default=None,
         help=f"API base URL (default: ${BASE_URL_ENV}, else https://voicehub.dataqueue.ai)",
     )
-    group.add_argument(
-        "--default-region",
-        metavar="CC",
-        default=None,
-        help="country for numbers written without +<country code>, e.g. US or GB",
-    )
+    if numbers:
+        group.add_argument(
+            "--default-region",
+            metavar="CC",
+            default=None,
+            help="country for numbers written without +<country code>, e.g. US or GB",
+        )
     group.add_argument(
         "--timeout",
         metavar="SECONDS",
@@ -175,16 +181,15 @@ def make_client(args: argparse.Namespace, *, max_connections: int = 100) -> Voic
     """
     from voicehub_async.client import VoiceHubClient
 
-    key = os.environ.get(API_KEY_ENV, "").strip()
-    if not key:
+    key = api_key_from_environment()
+    if key is None:
         raise CommandError(
             f"no API key: set the {API_KEY_ENV} environment variable", kind="configuration"
         )
-    base_url = getattr(args, "base_url", None) or os.environ.get(BASE_URL_ENV) or None
     try:
         return VoiceHubClient(
             key,
-            base_url=base_url,
+            base_url=base_url_from_environment(getattr(args, "base_url", None)),
             timeout=getattr(args, "timeout", 30.0),
             default_region=getattr(args, "default_region", None),
             max_connections=max_connections,
@@ -202,7 +207,7 @@ def redact(text: str) -> str:
     The SDK's messages never contain the key; this is a second lock on the
     door, since the command line prints whatever an error says.
     """
-    key = os.environ.get(API_KEY_ENV, "").strip()
+    key = api_key_from_environment() or ""
     if len(key) >= 4 and key in text:
         text = text.replace(key, "<redacted>")
     return text

@@ -20,7 +20,12 @@ from urllib.parse import unquote, urlsplit
 
 from voicehub_async._iso8601 import NaiveTimeError, parse_aware_datetime
 from voicehub_async.errors import InvalidRequestError, NotFoundError
-from voicehub_async.models import CallRequest, format_scheduled_at, prepare_request
+from voicehub_async.models import (
+    CallRequest,
+    PreparedRequest,
+    format_scheduled_at,
+    prepare_request,
+)
 
 from ._common import (
     EXIT_API_ERROR,
@@ -51,6 +56,7 @@ _OPTION_OF_FIELD: Final = {
     "context": "--context",
     "scheduled_at": "--at",
     "call_id": "CALL_ID",
+    "default_region": "--default-region",
 }
 
 _STATUS_STYLES: Final = {
@@ -97,7 +103,7 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
         "status", help="show a call's current status", description="Show a call's current status."
     )
     status.add_argument("call_id", metavar="CALL_ID")
-    add_client_arguments(status)
+    add_client_arguments(status, numbers=False)
     status.set_defaults(handler=_status_command)
 
     recording = subparsers.add_parser(
@@ -112,7 +118,7 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
         type=Path,
         help="save the recording to PATH (a file), or every recording into PATH (a directory)",
     )
-    add_client_arguments(recording)
+    add_client_arguments(recording, numbers=False)
     recording.set_defaults(handler=_recording_command)
 
 
@@ -181,10 +187,11 @@ def _invalid_input(error: InvalidRequestError, given: Mapping[str, object]) -> C
     return CommandError(f"{option} {shown!r}: {error.reason}", kind="invalid_input", field=option)
 
 
-def _prepared_request(args: argparse.Namespace) -> CallRequest:
+def _prepared_request(args: argparse.Namespace) -> PreparedRequest:
+    """The request, checked by the SDK's own validation (the one the client's
+    ``prepare`` runs, ``--default-region`` included) before the key is read."""
     context = None if args.context is None else parse_context(args.context)
     scheduled_at = None if args.at is None else parse_when(args.at)
-    region = args.default_region.upper() if args.default_region else None
     try:
         return prepare_request(
             CallRequest(
@@ -194,7 +201,7 @@ def _prepared_request(args: argparse.Namespace) -> CallRequest:
                 scheduled_at=scheduled_at,
                 from_number=args.from_number,
             ),
-            default_region=region,
+            default_region=args.default_region,
         )
     except InvalidRequestError as exc:
         raise _invalid_input(exc, {"scheduled_at": args.at, "context": args.context}) from None
@@ -234,10 +241,10 @@ def _call_command(args: argparse.Namespace) -> Coroutine[Any, Any, int]:
     return _trigger(client, request, as_json=args.json)
 
 
-async def _trigger(client: VoiceHubClient, request: CallRequest, *, as_json: bool) -> int:
+async def _trigger(client: VoiceHubClient, request: PreparedRequest, *, as_json: bool) -> int:
     try:
         async with client:
-            call: Call = await client.trigger(request, prepared=True)
+            call: Call = await client.trigger(request)
     except asyncio.CancelledError:  # Ctrl-C: asyncio.run cancels us, then re-raises it
         print(
             "voicehub: interrupted while the trigger was in flight: the call MAY HAVE BEEN "

@@ -307,12 +307,29 @@ async def run_campaign(campaign: Campaign, args: argparse.Namespace) -> tuple[Ca
                 summary = await campaign.run()
             report_stop_cause(campaign)
         except ContactsError as exc:
-            raise CommandError(str(exc), kind="invalid_input", field="CONTACTS") from None
+            raise _refused(campaign, str(exc), "invalid_input", "CONTACTS") from None
         except JournalMismatchError as exc:
-            raise CommandError(str(exc), kind="journal_mismatch", field="--journal") from None
+            raise _refused(campaign, str(exc), "journal_mismatch", "--journal") from None
         except JournalError as exc:
             raise CommandError(str(exc), exit_code=EXIT_API_ERROR, kind="journal") from None
     return summary, (128 + received[0]) if received else summary.exit_code
+
+
+def _refused(campaign: Campaign, message: str, kind: str, field: str) -> CommandError:
+    """Exit 2 ("nothing was sent") only when that is true: the reader refuses
+    a file before its first row, but a refusal after calls went out is
+    exit 1, and says the journal holds them."""
+    progress = campaign.progress()
+    placed = progress.sent + progress.ambiguous
+    if not placed:
+        return CommandError(f"{message} (nothing was sent)", kind=kind, field=field)
+    return CommandError(
+        f"{message}; {placed} calls were placed (or may have been) before this and are in "
+        "the journal: run the same command again to resume without phoning them twice",
+        exit_code=EXIT_API_ERROR,
+        kind=kind,
+        field=field,
+    )
 
 
 def report_summary(

@@ -45,9 +45,9 @@ from ..errors import (
     RateLimitError,
     VoiceHubError,
 )
-from ..models import CallRequest
+from ..models import CallRequest, PreparedRequest
 from ..poller import StatusChange, StatusPoller
-from .metrics import ANSWERED_STATUSES, LoadMetrics, LoadTestResult, RunInfo, nice_bucket
+from .metrics import LoadMetrics, LoadTestResult, RunInfo, nice_bucket
 from .ramp import Ramp
 from .thresholds import Threshold, check_all
 
@@ -59,8 +59,6 @@ __all__ = ["LoadTest", "LoadTestConfig", "LoadTestProgress", "failure_kind"]
 
 logger = logging.getLogger("voicehub_async.loadtest")
 
-#: Statuses that show a call got at least as far as ``started``.
-_STARTED: Final = frozenset({"started", "in-progress", "completed"})
 #: With webhooks, a call is read after this many --max-poll-interval of silence.
 _PUSH_POLLS: Final = 3
 #: Real seconds between two looks at whether a threshold is lost (``abort_on_fail``).
@@ -376,7 +374,7 @@ class LoadTest:
                     self.stop()
                     return
 
-    async def _place(self, requests: list[CallRequest]) -> None:
+    async def _place(self, requests: list[PreparedRequest]) -> None:
         config, metrics = self.config, self.metrics
         assert self._loop is not None
         loop, scale, t0 = self._loop, config.time_scale, self._t0
@@ -399,11 +397,11 @@ class LoadTest:
             self._triggers.add(task)
             task.add_done_callback(self._triggers.discard)
 
-    async def _trigger(self, request: CallRequest, sent_at: float) -> None:
+    async def _trigger(self, request: PreparedRequest, sent_at: float) -> None:
         assert self._loop is not None and self._poller is not None
         began = self._loop.time()
         try:
-            call = await self.client.trigger(request, prepared=True)
+            call = await self.client.trigger(request)
         except asyncio.CancelledError:
             # The request may have reached the service: unknown, never re-sent.
             self.metrics.record_not_placed(self.now(), "ambiguous")
@@ -442,10 +440,10 @@ class LoadTest:
         now = self.now()
         name = change.new.name
         seen_started = record.started_at is not None
-        if not seen_started and name in _STARTED:
+        if not seen_started and change.new.has_started:
             record.started_at = now
             metrics.record_started(record.sent_at, now - record.sent_at)
-        if not record.answered and name in ANSWERED_STATUSES:
+        if not record.answered and change.new.is_answered:
             record.answered = True
             metrics.record_answered(now)
         if change.is_final:

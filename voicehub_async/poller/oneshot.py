@@ -34,7 +34,7 @@ async def trigger_and_wait(
     poller_options.setdefault("concurrency", 1)
     poller_options["stream_changes"] = False
     prepared = client.prepare(request)
-    call = await client.trigger(prepared, prepared=True)
+    call = await client.trigger(prepared)
     scheduled_at: datetime | None = None
     if prepared.scheduled_at is not None:
         # The API was told the minute only, and may start the call at its start.

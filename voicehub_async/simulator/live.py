@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import heapq
 import itertools
+import math
 import threading
 from collections.abc import Callable
 
@@ -52,15 +53,20 @@ class LiveCalls:
         self._live: dict[str, dict[str, SimulatedCall]] = {}
         self._ends: dict[str, list[_Entry]] = {}
         self._key_of: dict[str, str] = {}
+        #: The sequence number of each call's current heap entry: an entry
+        #: pushed before the call's timeline changed (set_outcome) is stale.
+        self._entry_of: dict[str, int] = {}
         self._seq = itertools.count()
         self._lock = threading.Lock()
 
     def _is_live(self, call: SimulatedCall) -> bool:
         return self._status_of(call) not in FINAL_STATUSES
 
-    def _push(self, key: str, call: SimulatedCall) -> None:
-        end = call.created_at + call.ends_after / self._time_scale
-        heapq.heappush(self._ends.setdefault(key, []), (end, next(self._seq), call))
+    def _push(self, key: str, call: SimulatedCall, not_before: float = 0.0) -> None:
+        end = max(not_before, call.created_at + call.ends_after / self._time_scale)
+        seq = next(self._seq)
+        self._entry_of[call.id] = seq
+        heapq.heappush(self._ends.setdefault(key, []), (end, seq, call))
 
     def add(self, key: str, call: SimulatedCall) -> None:
         """``call`` was just created by a trigger made with ``key``."""
@@ -84,16 +90,16 @@ class LiveCalls:
         heap = self._ends.get(key)
         now = self._clock()
         while heap and heap[0][0] <= now:
-            call = heap[0][2]
-            if call.id not in live:
-                heapq.heappop(heap)  # ended already (a pinned final status)
-            elif not self._is_live(call):
-                heapq.heappop(heap)
+            _, seq, call = heapq.heappop(heap)
+            if call.id not in live or self._entry_of.get(call.id) != seq:
+                continue  # ended already (a pinned final status), or a stale entry
+            if not self._is_live(call):
                 del live[call.id]
+                del self._entry_of[call.id]
             elif call.forced_status is None:
-                break  # at its end within rounding: final on the next look
-            else:
-                heapq.heappop(heap)  # pinned to a live status: stays live, off the heap
+                # At its end within rounding: look again just after now.
+                self._push(key, call, not_before=math.nextafter(now, math.inf))
+            # else: pinned to a live status; stays live, off the heap.
         return len(live)
 
     def status_changed(self, call: SimulatedCall) -> None:
@@ -108,6 +114,7 @@ class LiveCalls:
         live = self._live.setdefault(key, {})
         if not self._is_live(call):
             live.pop(call.id, None)
+            self._entry_of.pop(call.id, None)
             return
         live[call.id] = call
         if call.forced_status is None:
@@ -119,3 +126,4 @@ class LiveCalls:
             self._live.clear()
             self._ends.clear()
             self._key_of.clear()
+            self._entry_of.clear()

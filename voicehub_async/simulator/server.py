@@ -11,10 +11,16 @@ through it:
 * Every optional behaviour (latency, rate limit, random or scripted faults)
   is skipped with one cheap test when it is not configured.
 
+The server creates calls and answers the endpoints; the pieces it applies
+live beside it: the call model (:mod:`.calls`), which fault a request meets
+and how a fault answers (:mod:`.faults`), and the live calls per key
+(:mod:`.live`) behind ``max_live_calls`` and ``TriggerRecord.live_calls``.
+
 State is only mutated from the event loop serving the app, except for
 :meth:`Simulator.inject` (guarded by a lock) and :meth:`Simulator.set_status`
-/ :meth:`Simulator.set_outcome` (single attribute stores), so tests may call
-those from another thread (see :class:`~voicehub_async.simulator.thread.SimulatorThread`).
+/ :meth:`Simulator.set_outcome` (attribute stores, and the live-call count's
+lock), so tests may call those from another thread (see
+:class:`~voicehub_async.simulator.thread.SimulatorThread`).
 """
 
 from __future__ import annotations
