@@ -12,22 +12,12 @@ import os
 import sys
 from typing import IO, TYPE_CHECKING, Any
 
-from ._common import CommandError, positive_float, positive_int, redact
+from ._common import CommandError, port_number, positive_float, positive_int, redact
 
 if TYPE_CHECKING:
     from voicehub_async.campaign import Campaign
 
 __all__ = ["add_live_arguments", "live_options", "report_stop_cause"]
-
-
-def _port(text: str) -> int:
-    try:
-        port = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"not a port number: {text!r}") from None
-    if not 0 <= port <= 65535:
-        raise argparse.ArgumentTypeError(f"a port is 0-65535, got {port}")
-    return port
 
 
 def add_live_arguments(parser: argparse.ArgumentParser) -> None:
@@ -55,7 +45,7 @@ def add_live_arguments(parser: argparse.ArgumentParser) -> None:
     )
     live.add_argument(
         "--webhook-port",
-        type=_port,
+        type=port_number,
         default=None,
         metavar="PORT",
         help="receive VoiceHub's webhooks on this port while the campaign runs (secret from "
