@@ -286,6 +286,9 @@ def test_an_unusable_header_fails_before_any_row(tmp_path: Path) -> None:
     source.write_text('to,"name\n+14155550101,a\n')
     with pytest.raises(ContactsError, match="never closed"):
         read_contacts(source)
+    source.write_text("to," + "h" * MAX_ROW_CHARS + "\n+14155550101,a\n")
+    with pytest.raises(ContactsError, match="over 65,536 characters"):
+        read_contacts(source)
 
 
 def test_exit_2_says_nothing_was_sent_only_when_true(
@@ -330,3 +333,14 @@ def test_jsonl_keys_follow_the_column_option(tmp_path: Path) -> None:
     # The chosen column is the number; the one it supersedes is not read.
     assert row.fields == {"to": number(1), "name": "Ada"}
     assert row_request(row, "a").to == number(1)
+
+
+def test_a_lone_surrogate_escape_in_jsonl_spoils_its_row_only(tmp_path: Path) -> None:
+    source = tmp_path / "c.jsonl"
+    source.write_text(
+        '{"to": "+14155550101", "name": "\\ud800"}\n'
+        '{"to": "+14155550102", "name": "\\ud55c\\uae00"}\n'  # Hangul: fine
+    )
+    bad, good = read_contacts(source)
+    assert bad.problem is not None and "surrogate" in bad.problem
+    assert good.problem is None and good.fields["name"] == "\ud55c\uae00"

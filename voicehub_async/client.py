@@ -62,8 +62,12 @@ from .models import (
     trigger_payload,
 )
 from .retry import RetryPolicy, parse_retry_after
+from .telemetry import NO_REQUEST, Operation, Request, Telemetry, telemetry_for
 
 if TYPE_CHECKING:
+    from opentelemetry.metrics import MeterProvider
+    from opentelemetry.trace import TracerProvider
+
     from .dispatch import Dispatcher
 
 __all__ = ["VoiceHubClient"]
@@ -74,17 +78,20 @@ logger = logging.getLogger("voicehub_async")
 
 API_KEY_HEADER: Final = "x-dq-api-key"
 TRIGGER_PATH: Final = "/api/v1/calls/api-call"
+#: The paths with their placeholder, as telemetry names them (``url.template``).
+STATUS_TEMPLATE: Final = "/api/v1/calls/status/{call_id}/"
+RECORDINGS_TEMPLATE: Final = "/api/v1/calls/e2e/{call_id}/recordings"
 _DOWNLOAD_CHUNK: Final = 64 * 1024
 #: Distinct per-request timeouts converted once and kept (a handful in practice).
 _TIMEOUT_CACHE: Final = 16
 
 
 def _status_path(call_id: str) -> str:
-    return f"/api/v1/calls/status/{quote(call_id, safe='')}/"
+    return STATUS_TEMPLATE.format(call_id=quote(call_id, safe=""))
 
 
 def _recordings_path(call_id: str) -> str:
-    return f"/api/v1/calls/e2e/{quote(call_id, safe='')}/recordings"
+    return RECORDINGS_TEMPLATE.format(call_id=quote(call_id, safe=""))
 
 
 def _check_call_id(call_id: Any) -> str:
@@ -161,6 +168,9 @@ class VoiceHubClient:
     ``max_connections`` bounds the connection pool. A ``session`` passed in is
     used as it is and never closed by the client. ``default_region`` (``"US"``,
     ``"GB"``, ...) lets numbers be written without a country code.
+    ``telemetry=True``, or a ``tracer_provider``/``meter_provider``, turns on
+    OpenTelemetry traces and metrics (the ``[otel]`` extra; see
+    :mod:`voicehub_async.telemetry`); off, they cost nothing.
 
     Use one client per process, shared by every task::
 
@@ -180,6 +190,9 @@ class VoiceHubClient:
         default_region: str | None = None,
         retry_ambiguous_triggers: bool = False,
         retry_policy: RetryPolicy | None = None,
+        telemetry: bool | Telemetry = False,
+        tracer_provider: TracerProvider | None = None,
+        meter_provider: MeterProvider | None = None,
     ) -> None:
         key = api_key_from_environment(api_key)
         if key is None:
@@ -214,6 +227,11 @@ class VoiceHubClient:
         self._auth_headers = _headers({API_KEY_HEADER: key})
         self._closed = False
         self.converter: cattrs.Converter = make_converter()
+        #: Where operations are traced and measured (:mod:`voicehub_async.telemetry`):
+        #: a no-op unless ``telemetry=True`` or a provider was given.
+        self.telemetry = telemetry_for(
+            telemetry, tracer_provider=tracer_provider, meter_provider=meter_provider
+        )
 
     @property
     def base_url(self) -> str:
@@ -290,6 +308,7 @@ class VoiceHubClient:
         json_body: Any = None,
         headers: CIMultiDictProxy[str] | None = None,
         into: IO[bytes] | None = None,
+        record: Request = NO_REQUEST,
     ) -> Any:
         """Send one request: the one request path of every endpoint.
 
@@ -298,7 +317,9 @@ class VoiceHubClient:
         None (a download from another host): redirects are followed only
         then, never with the key. Returns the decoded JSON body, or streams
         a success body into ``into`` and returns None. Raises a VoiceHubError.
-        The latency logged is the request's, body included.
+        The latency logged is the request's, body included. ``record`` (from
+        ``operation.request()``, see :mod:`voicehub_async.telemetry`) is told
+        the status the service answered.
         """
         session = self._get_session()
         loop = asyncio.get_running_loop()
@@ -317,6 +338,7 @@ class VoiceHubClient:
                 allow_redirects=headers is None,
             ) as response:
                 status = response.status
+                record.answered(status)
                 if status >= 300:
                     data = await response.read()
                     error = self._status_error(method, path, response, data)
@@ -454,6 +476,7 @@ class VoiceHubClient:
         max_retries: int | None = None,
         attempt: int | None = None,
         prepared: bool | None = None,
+        operation: Operation | None = None,
     ) -> Call:
         """:meth:`trigger_call` for a :class:`~voicehub_async.CallRequest`.
 
@@ -464,7 +487,9 @@ class VoiceHubClient:
         its own retries with :attr:`retry_policy` (``retry_policy.attempts()``),
         as the dispatcher does. ``prepared=True`` (deprecated: pass what
         :meth:`prepare` returns instead) trusts a plain request to be
-        prepared already.
+        prepared already. ``operation`` (from :attr:`telemetry`) records this
+        attempt under an operation the caller holds across its own retries,
+        as the dispatcher does; by default each call is its own operation.
         """
         if prepared is not None:
             warnings.warn(
@@ -479,27 +504,45 @@ class VoiceHubClient:
         if logger.isEnabledFor(logging.DEBUG):  # numbers are personal data: DEBUG only
             logger.debug("trigger payload: %s", payload)
         client_timeout = self._timeout(timeout)
-        if attempt is not None:
-            return await self._send_trigger(payload, attempt, client_timeout)
+        if operation is not None:
+            return await self._send_trigger(payload, attempt or 1, client_timeout, operation)
+        with self.telemetry.operation(
+            "trigger_call", trigger=True, agent_id=request.agent_id
+        ) as op:
+            op.set_personal(request.to, request.context)
+            if attempt is not None:
+                call = await self._send_trigger(payload, attempt, client_timeout, op)
+            else:
 
-        async def attempt_number(number: int) -> Call:
-            return await self._send_trigger(payload, number, client_timeout)
+                async def attempt_number(number: int) -> Call:
+                    return await self._send_trigger(payload, number, client_timeout, op)
 
-        return await self.retry_policy.call(
-            attempt_number, trigger=True, max_retries=max_retries
-        )
+                call = await self.retry_policy.call(
+                    attempt_number, trigger=True, max_retries=max_retries
+                )
+            op.set_call(call.id)
+            if request.scheduled_at is not None:
+                op.set_outcome("scheduled")
+            return call
 
     async def _send_trigger(
-        self, payload: Mapping[str, Any], attempt: int, timeout: aiohttp.ClientTimeout
+        self,
+        payload: Mapping[str, Any],
+        attempt: int,
+        timeout: aiohttp.ClientTimeout,
+        operation: Operation,
     ) -> Call:
-        data = await self._send(
-            "POST",
-            TRIGGER_PATH,
-            attempt,
-            url=self._trigger_url,
-            json_body=payload,
-            timeout=timeout,
-        )
+        url = self._trigger_url
+        with operation.request("POST", TRIGGER_PATH, url) as record:
+            data = await self._send(
+                "POST",
+                TRIGGER_PATH,
+                attempt,
+                url=url,
+                json_body=payload,
+                timeout=timeout,
+                record=record,
+            )
         return self._structure_call(data, attempt)
 
     async def _read(
@@ -508,19 +551,31 @@ class VoiceHubClient:
         timeout: TimeoutTypes | None,
         max_retries: int | None,
         parse: Callable[[Any, int], T] | None = None,
+        *,
+        name: str,
+        template: str | None,
+        call_id: str | None = None,
     ) -> T:
         """GET ``path``, an idempotent read retried on anything transient.
 
         Returns the decoded JSON, or ``parse(json, attempt)`` (inside the
-        attempt, so an unreadable answer fails that attempt).
+        attempt, so an unreadable answer fails that attempt). ``name`` and
+        ``template`` are the operation's and the path's for telemetry.
         """
         client_timeout = self._timeout(timeout)
+        with self.telemetry.operation(name) as op:
+            if call_id is not None:
+                op.set_call(call_id)
 
-        async def attempt(number: int) -> T:
-            data = await self._send("GET", path, number, timeout=client_timeout)
-            return data if parse is None else parse(data, number)
+            async def attempt(number: int) -> T:
+                url = self.base_url + path
+                with op.request("GET", template, url) as record:
+                    data = await self._send(
+                        "GET", path, number, url=url, timeout=client_timeout, record=record
+                    )
+                return data if parse is None else parse(data, number)
 
-        return await self.retry_policy.call(attempt, trigger=False, max_retries=max_retries)
+            return await self.retry_policy.call(attempt, trigger=False, max_retries=max_retries)
 
     async def get_call(
         self,
@@ -531,7 +586,13 @@ class VoiceHubClient:
     ) -> Call:
         """The call's current status (retried on any transient failure)."""
         return await self._read(
-            _status_path(_check_call_id(call_id)), timeout, max_retries, self._structure_call
+            _status_path(_check_call_id(call_id)),
+            timeout,
+            max_retries,
+            self._structure_call,
+            name="get_call",
+            template=STATUS_TEMPLATE,
+            call_id=call_id,
         )
 
     async def get_recordings(
@@ -552,7 +613,15 @@ class VoiceHubClient:
                 raw=data,
             )
 
-        return await self._read(path, timeout, max_retries, parse)
+        return await self._read(
+            path,
+            timeout,
+            max_retries,
+            parse,
+            name="get_recordings",
+            template=RECORDINGS_TEMPLATE,
+            call_id=call_id,
+        )
 
     async def download_recording(
         self,
@@ -582,10 +651,10 @@ class VoiceHubClient:
             temp_name = str(target.parent / f".{target.name}.{secrets.token_hex(6)}.part")
             fd = os.open(temp_name, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666)
             try:
-                with os.fdopen(fd, "wb") as out:
+                with os.fdopen(fd, "wb") as out, op.request("GET", None, absolute) as record:
                     await self._send(
                         "GET", label, number, url=absolute, headers=headers, into=out,
-                        timeout=client_timeout,
+                        timeout=client_timeout, record=record,
                     )
                 os.replace(temp_name, target)
             except BaseException:
@@ -596,7 +665,9 @@ class VoiceHubClient:
                 raise
             return target
 
-        return await self.retry_policy.call(attempt, trigger=False, max_retries=max_retries)
+        # No template: a recording's URL is the service's (or a bucket's) to shape.
+        with self.telemetry.operation("download_recording") as op:
+            return await self.retry_policy.call(attempt, trigger=False, max_retries=max_retries)
 
     async def get_analysis(
         self,
@@ -616,7 +687,10 @@ class VoiceHubClient:
         (:class:`~voicehub_async.RedirectError`); transient failures are
         retried like any read.
         """
-        result: Any = await self._read(self._scope.api_path(url), timeout, max_retries)
+        # No template: the URL comes from a webhook, in no known shape.
+        result: Any = await self._read(
+            self._scope.api_path(url), timeout, max_retries, name="get_analysis", template=None
+        )
         return result
 
     # -- many calls ----------------------------------------------------------------

@@ -4,8 +4,8 @@ The dispatcher and the status poller depend on these rather than on
 :class:`~voicehub_async.VoiceHubClient`, so that nothing below the client's
 front doors (``client.dispatch()``, ``client.trigger_and_wait()``) imports
 the client: no import circle, and a test can hand in a fake. Only
-:mod:`voicehub_async.models`, :mod:`voicehub_async.config` and
-:mod:`voicehub_async.retry` are named here, all lower still.
+:mod:`voicehub_async.models`, :mod:`voicehub_async.config`, :mod:`voicehub_async.retry` and
+:mod:`voicehub_async.telemetry` are named here, all lower still.
 """
 
 from __future__ import annotations
@@ -16,6 +16,7 @@ if TYPE_CHECKING:
     from .config import TimeoutTypes
     from .models import Call, CallRequest, PreparedRequest
     from .retry import RetryPolicy
+    from .telemetry import Operation, Telemetry
 
 __all__ = ["StatusReader", "TriggerAndWaitClient", "TriggerClient"]
 
@@ -69,6 +70,11 @@ class TriggerClient(Protocol):
         """True once the client is closed (nothing can be sent)."""
         ...
 
+    @property
+    def telemetry(self) -> Telemetry:
+        """Where a dispatch's operations and gauges are recorded (a no-op when off)."""
+        ...
+
     def prepare(self, request: CallRequest) -> PreparedRequest:
         """``request`` validated and normalised; raises InvalidRequestError."""
         ...
@@ -79,6 +85,8 @@ class TriggerClient(Protocol):
         *,
         timeout: TimeoutTypes | None = None,
         attempt: int | None = None,
+        operation: Operation | None = None,
     ) -> Call:
-        """With ``attempt=n``: one attempt, never retried, failures raised as they are."""
+        """With ``attempt=n``: one attempt, never retried, failures raised as they are;
+        ``operation``: recorded under the caller's operation (all of one input's attempts)."""
         ...

@@ -29,12 +29,17 @@ Row size, and csv's field limit. Python's ``csv`` refuses a field over
 ``csv.field_size_limit()`` (131,072 characters by default) by raising in
 the middle of the file; that limit is process-global state, shared by every
 thread and library in the process, so the reader neither depends on it nor
-changes it. Instead it hands ``csv`` no row larger than
+changes it (raising it would change it for everybody else; raising it and
+restoring it around each read is not thread-safe: any other thread reading
+CSV meanwhile, a web backend's or the campaign's own counting of what is
+left after a stop, would see the other's limit). Instead it hands ``csv`` no row larger than
 :data:`MAX_ROW_CHARS` (65,536 characters, cells and separators together:
 hundreds of times any real contact, and below csv's default limit): a longer
 row is cut off before csv sees it, skipped up to its real end (following the
 quotes, in bounded pieces) and recorded invalid, naming its largest column.
-Every other row is read as usual, before and after it.
+Every other row is read as usual, before and after it. Should other code
+have lowered the global limit below a row's size, that row is refused with
+csv's reason, the same way, and the next one is read.
 
 Row numbers: ``row`` counts contacts, starting at 1, in the order of the
 file (the CSV header and blank lines are not contacts); it is the journal's
@@ -502,10 +507,12 @@ class _CsvFile:
             self.line += 1
             if first.strip():
                 break
+        where = f"{path}: the header (line {self.line})"
+        if len(first) > limit:
+            raise ContactsError(f"{where} is over {limit:,} characters: is this a CSV file?")
         self.delimiter = _delimiter(first, path)
         self.feed = feed = _Feed(stream, limit, first)
         self.reader = csv.reader(itertools.chain((first,), feed), delimiter=self.delimiter)
-        where = f"{path}: the header (line {self.line})"
         try:
             cells = next(self.reader)
         except _RowTooLarge:
@@ -693,6 +700,11 @@ def _read_jsonl(
                     row, digest, {}, f"line {line}: not a JSON object ({{...}} per line)", line
                 )
                 continue
+            if ("\\ud" in text or "\\uD" in text) and _holds_surrogate(data):
+                # "\ud800" is valid JSON but no text: it could not be sent.
+                problem = f"line {line}: a string holds a lone surrogate escape (\\ud800-\\udfff)"
+                yield ContactRow(row, digest, {}, problem, line)
+                continue
             fields: dict[str, Any] = {}
             for name, value in data.items():
                 key = names(name)
@@ -704,6 +716,22 @@ def _read_jsonl(
                 else:
                     fields[key] = value
             yield ContactRow(row, digest, fields, None, line)
+
+
+def _holds_surrogate(value: Any) -> bool:
+    """Whether a decoded JSON value holds a string that is not valid Unicode."""
+    stack = [value]
+    while stack:
+        item = stack.pop()
+        if isinstance(item, str):
+            if _not_utf8(item):
+                return True
+        elif isinstance(item, dict):
+            stack.extend(item.keys())
+            stack.extend(item.values())
+        elif isinstance(item, list):
+            stack.extend(item)
+    return False
 
 
 def _skip_jsonl_line(

@@ -398,6 +398,16 @@ class Campaign:
             journal.close()
 
     async def _run(self, journal: Journal, contacts: Iterator[ContactRow]) -> None:
+        counters = self._counters
+        # Telemetry's gauges read these only when metrics are collected.
+        with self.client.telemetry.watch(
+            "campaign",
+            lambda: counters.queued + counters.in_progress,
+            lambda: self.progress().rate,
+        ):
+            await self._run_watched(journal, contacts)
+
+    async def _run_watched(self, journal: Journal, contacts: Iterator[ContactRow]) -> None:
         writer = self._writer = GroupCommitter(journal)
         try:
             poller: StatusPoller | None = None

@@ -35,6 +35,7 @@ How it works, and why:
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import enum
 import time
 import warnings
@@ -187,6 +188,8 @@ class Dispatcher:
         self._feed = Feed(requests, prepare, self._stats, self._control)
         self._requests = requests
         self._pacer: Pacer | None = None
+        #: Ends the telemetry gauges' watch of this dispatch.
+        self._unwatch = contextlib.ExitStack()
         self._sender: Sender | None = None
         self._workers: list[Worker] = []
         self._live_workers = 0
@@ -310,6 +313,10 @@ class Dispatcher:
             timeout=self._timeout,
         )
         self._stats.start()
+        stats = self._stats
+        self._unwatch.enter_context(
+            self.client.telemetry.watch("dispatch", lambda: stats.in_flight, lambda: pacer.rate)
+        )
         self._feed.start()
         count = self.concurrency
         requests = self._requests
@@ -334,6 +341,7 @@ class Dispatcher:
             self._stats.counts[outcome] += 1
             self._channel.push(DispatchResult(index, raw, None, invalid, outcome, 0, 0.0))
         self._stats.finish()
+        self._unwatch.close()
         self._channel.close()
 
     async def _results(self) -> AsyncGenerator[DispatchResult, None]:

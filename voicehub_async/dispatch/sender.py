@@ -25,6 +25,7 @@ from ..models import PreparedRequest
 from ..protocols import TriggerClient
 from ..retry import Attempts, FailureKind, classify
 from ..stats import Outcome, StatsRecorder
+from ..telemetry import Operation
 from .control import Control, Worker
 from .results import DispatchResult, OnSending, TriggerGate, outcome_of
 
@@ -34,6 +35,9 @@ if TYPE_CHECKING:
 __all__ = ["Sender", "call_hook"]
 
 logger = logging.getLogger("voicehub_async")
+
+#: A dispatch result's outcome as telemetry names a trigger's (the client's word).
+_TELEMETRY_OUTCOMES = {"queued": "placed"}
 
 
 async def call_hook(result: Awaitable[object] | None) -> None:
@@ -86,7 +90,33 @@ class Sender:
     async def send(
         self, worker: Worker, index: int, raw: Any, prepared: PreparedRequest
     ) -> DispatchResult:
-        """Send (and resend while allowed) one validated input; never raises."""
+        """Send (and resend while allowed) one validated input; never raises.
+
+        One telemetry operation spans all of the input's attempts, so a trace
+        shows one ``trigger_call`` with its resends, and the triggers counter
+        counts the input once, by its outcome.
+        """
+        with self._client.telemetry.operation(
+            "trigger_call", trigger=True, agent_id=prepared.agent_id
+        ) as operation:
+            operation.set_personal(prepared.to, prepared.context)
+            result = await self._send(worker, index, raw, prepared, operation)
+            outcome = result.outcome
+            operation.set_outcome(
+                _TELEMETRY_OUTCOMES.get(outcome, outcome), ambiguous=outcome == "ambiguous"
+            )
+            if result.call is not None:
+                operation.set_call(result.call.id)
+            return result
+
+    async def _send(
+        self,
+        worker: Worker,
+        index: int,
+        raw: Any,
+        prepared: PreparedRequest,
+        operation: Operation,
+    ) -> DispatchResult:
         clock = self._clock
         started = clock()
         stats = self._stats
@@ -141,7 +171,9 @@ class Sender:
             stats.requests += 1
             stats.in_flight += 1
             try:
-                call = await trigger(prepared, attempt=attempts, timeout=timeout)
+                call = await trigger(
+                    prepared, attempt=attempts, timeout=timeout, operation=operation
+                )
             except VoiceHubError as exc:
                 error: VoiceHubError = exc
             except asyncio.CancelledError:
