@@ -49,7 +49,7 @@ def write_contacts(path: Path, count: int) -> Path:
 
 def journal_rows(path: Path) -> list[tuple[Any, ...]]:
     with sqlite3.connect(path) as db:
-        return db.execute("SELECT row, state, call_id, error FROM rows ORDER BY row").fetchall()
+        return db.execute("SELECT row, state, call_id, note FROM rows ORDER BY row").fetchall()
 
 
 def free_port() -> int:
@@ -167,7 +167,7 @@ async def test_an_ambiguous_trigger_is_reconciled_from_the_webhooks(tmp_path: Pa
     assert len(created) == 6  # the dropped trigger did create its call
     dropped = sim.triggers[0]
     assert dropped.answered_status is None and dropped.call_id is not None
-    rows = {row: (state, call_id, error) for row, state, call_id, error in journal_rows(
+    rows = {row: (state, call_id, note) for row, state, call_id, note in journal_rows(
         tmp_path / "run.db"
     )}  # fmt: skip
     state, call_id, note = rows[1]
@@ -176,7 +176,8 @@ async def test_an_ambiguous_trigger_is_reconciled_from_the_webhooks(tmp_path: Pa
     assert summary.ok and summary.ambiguous == 0
     with (tmp_path / "contacts.results.csv").open() as results:
         first = next(csv.DictReader(results))
-    assert first["call_id"] == dropped.call_id and "reconciled" in first["error"]
+    assert first["call_id"] == dropped.call_id and "reconciled" in first["note"]
+    assert first["status"] == "completed"
 
 
 async def test_without_webhooks_an_ambiguous_trigger_stays_ambiguous(

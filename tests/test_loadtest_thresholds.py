@@ -242,6 +242,17 @@ def test_cli_failing_threshold_exits_99_with_junit(tmp_path: Path) -> None:
     assert "1 threshold(s) failed: time_to_started.p95<1ms (exit status 99)" in done.stdout
 
 
+@pytest.mark.slow
+def test_cli_the_same_with_a_threshold_that_holds_exits_0(tmp_path: Path) -> None:
+    done = _voicehub(
+        "loadtest", "--simulate", "--threshold", "time_to_started.p95<1h", "--junit", "j.xml",
+        cwd=tmp_path,
+    )  # fmt: skip
+    assert done.returncode == 0, done.stderr
+    assert _junit(tmp_path / "j.xml") == [("run", True), ("time_to_started.p95<1h", True)]
+    assert "all 1 threshold(s) passed" in done.stdout
+
+
 def test_cli_thresholds_that_hold_exit_0(
     tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:

@@ -24,8 +24,10 @@ from __future__ import annotations
 import contextlib
 import logging
 import time
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Callable, Hashable
 from typing import TYPE_CHECKING, Any, Final
+
+import attrs
 
 from voicehub_async.models import CallRequest
 from voicehub_async.webhooks.events import CallStatusChanged
@@ -173,9 +175,10 @@ class LiveControl:
 
     # -- runner hooks ------------------------------------------------------------------
 
-    def ambiguous(self, row: int, result: DispatchResult) -> None:
-        """Row ``row``'s trigger (input ``result.index``) is ambiguous: with
-        webhooks, wait for an event that tells which call it placed."""
+    def ambiguous(self, row: Hashable, result: DispatchResult) -> None:
+        """The trigger of input ``result.index`` is ambiguous: with webhooks,
+        wait for an event that tells which call it placed. ``row`` is what
+        ``on_reconciled`` is given back then (the runner's record of the row)."""
         sent_at = self._ambiguous_at.pop(result.index, None)
         reconciler = self.reconciler
         request = result.request
@@ -245,14 +248,15 @@ class LiveControl:
         key = found.row
         assert isinstance(key, tuple)
         row, index = key
+        assert isinstance(index, int)
         slots = self.slots
         if slots is not None and not slots.bind(
             index, found.call_id, timeout=None if self._follow else self.max_call_time
         ):
             slots.track(found.call_id)
-        logger.info("campaign: row %s reconciled from a webhook to call %s", row, found.call_id)
+        logger.info("campaign: an ambiguous trigger reconciled to call %s", found.call_id)
         if self._on_reconciled is not None:
-            self._on_reconciled(Reconciled(row, found.call_id, found.event_at))
+            self._on_reconciled(attrs.evolve(found, row=row))
 
 
 async def _sleep(seconds: float) -> None:

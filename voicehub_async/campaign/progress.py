@@ -22,20 +22,9 @@ from .summary import CampaignProgress
 if TYPE_CHECKING:
     from rich.console import Console, RenderableType
 
-    from voicehub_async.stats import DispatchStats
-
-__all__ = ["dial_rate", "format_duration", "plain_line", "show_progress"]
+__all__ = ["format_duration", "plain_line", "show_progress"]
 
 _RICH_REFRESH: Final = 0.25
-
-
-def dial_rate(stats: DispatchStats | None) -> float:
-    """Calls placed per second by this run: the one rate a campaign shows, live
-    and in its summary. Refused, invalid and ambiguous triggers are not calls,
-    so a campaign that places nothing shows 0, not a busy "28 calls/s"."""
-    if stats is None or stats.elapsed <= 0:
-        return 0.0
-    return (stats.queued + stats.scheduled) / stats.elapsed
 
 
 def _total(p: CampaignProgress) -> int:
@@ -49,11 +38,19 @@ def _of_total(p: CampaignProgress) -> str:
 
 
 def _pace(p: CampaignProgress, sep: str = ", ") -> str:
-    """The rate and ETA, or what dialing waits for instead."""
+    """The rate and ETA, or what dialing waits for instead (no connection,
+    every live-call slot taken): a rate would say nothing true then."""
     if p.waiting is not None and p.phase in ("dialing", "stopping"):
         return f"waiting: {p.waiting}"
     eta = format_duration(p.eta) if p.phase == "dialing" else "-"
     return f"{p.rate:.1f} calls/s{sep}ETA {eta}"
+
+
+def _redials(p: CampaignProgress) -> str:
+    """``, 12 redials due (next in 4m10s)`` while redials wait; else nothing."""
+    if not p.redials_waiting:
+        return ""
+    return f", {p.redials_waiting} redials due (next in {format_duration(p.next_redial)})"
 
 
 def plain_line(p: CampaignProgress) -> str:
@@ -63,7 +60,7 @@ def plain_line(p: CampaignProgress) -> str:
         f"sent {p.sent}, queued {p.queued}, in progress {p.in_progress}, "
         f"completed {p.completed}, not completed {p.failed} "
         f"(invalid {p.invalid}, ambiguous {p.ambiguous}), retries {p.retries}, "
-        f"{_pace(p)}"
+        f"{_pace(p)}{_redials(p)}"
     )
 
 
@@ -89,7 +86,7 @@ def _panel(p: CampaignProgress) -> RenderableType:
         ("not completed ", "bold red"), str(p.failed),
     )  # fmt: skip
     details = Text(
-        f"invalid {p.invalid}  ambiguous {p.ambiguous}  retries {p.retries}  "
+        f"invalid {p.invalid}  ambiguous {p.ambiguous}  retries {p.retries}{_redials(p)}  "
         f"[{p.phase}, {format_duration(p.elapsed)}]",
         style="dim",
     )

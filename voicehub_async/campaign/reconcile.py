@@ -36,25 +36,7 @@ import attrs
 
 from voicehub_async.webhooks.events import CallStatusChanged
 
-__all__ = [
-    "RECONCILED",
-    "SQL_RECONCILED",
-    "Reconciled",
-    "Reconciler",
-    "number_key",
-    "reconciled_op",
-]
-
-#: The journal state of a row reconciled to a call id, until the call's first
-#: status replaces it (the note in ``error`` stays, and reaches the results).
-RECONCILED: Final = "reconciled"
-
-#: Give an ambiguous row its call id. A status written in the same commit
-#: (statements of unknown kinds run after the known ones) is kept.
-SQL_RECONCILED: Final = (
-    "UPDATE rows SET call_id = ?, error = ?, finished_at = NULL, updated_at = ?, "
-    "state = CASE WHEN state = 'ambiguous' THEN 'reconciled' ELSE state END WHERE row = ?"
-)
+__all__ = ["Reconciled", "Reconciler", "number_key", "reconciled_note"]
 
 _KEEP: Final = 120.0
 _MAX_EVENTS: Final = 10_000
@@ -73,8 +55,9 @@ class Reconciled:
 
     row: Hashable
     call_id: str
-    #: The event that told, as Unix seconds of its timestamp.
+    #: The event that told: its timestamp (Unix seconds) and status.
     event_at: float
+    status: str
 
 
 @attrs.frozen
@@ -88,16 +71,16 @@ class _Seen:
     call_id: str
     at: float
     arrived: float
+    status: str
 
 
-def reconciled_op(found: Reconciled) -> tuple[str, tuple[object, ...]]:
-    """The journal write for ``found`` (its ``row`` is the contact's row number)."""
+def reconciled_note(found: Reconciled) -> str:
+    """What the results say about a reconciled row."""
     when = datetime.fromtimestamp(found.event_at, timezone.utc).isoformat(timespec="seconds")
-    note = (
-        f"reconciled: the trigger's answer was lost, but a CallStatusChanged webhook at {when} "
-        f"named call {found.call_id} for this number and agent; followed to its end"
+    return (
+        f"reconciled: the trigger's answer was lost, but a CallStatusChanged webhook at "
+        f"{when} named call {found.call_id} for this number and agent"
     )
-    return (SQL_RECONCILED, (found.call_id, note, time.time(), found.row))
 
 
 class Reconciler:
@@ -151,7 +134,7 @@ class Reconciler:
         self._expire()
         for seen in self._seen.get(key, ()):
             if seen.at >= sent_at and self._unknown(seen.call_id, known):
-                return self._resolve(key, seen.call_id, seen.at)
+                return self._resolve(key, seen.call_id, seen.at, seen.status)
         return None
 
     def event(self, event: CallStatusChanged, known: Callable[[str], bool]) -> Reconciled | None:
@@ -173,9 +156,9 @@ class Reconciler:
         rows = self._waiting.get(key)
         if rows is not None:
             if len(rows) == 1 and at >= rows[0].sent_at:
-                return self._resolve(key, event.call_id, at)
+                return self._resolve(key, event.call_id, at, event.status.value)
             return None
-        self._remember(key, _Seen(event.call_id, at, self._clock()))
+        self._remember(key, _Seen(event.call_id, at, self._clock(), event.status.value))
         return None
 
     def ended(self, call_id: str) -> None:
@@ -203,11 +186,11 @@ class Reconciler:
     def _unknown(self, call_id: str, known: Callable[[str], bool]) -> bool:
         return call_id not in self._ended and not known(call_id)
 
-    def _resolve(self, key: tuple[str, str], call_id: str, at: float) -> Reconciled:
+    def _resolve(self, key: tuple[str, str], call_id: str, at: float, status: str) -> Reconciled:
         waiting = self._waiting.pop(key)[0]
         self._n_seen -= len(self._seen.pop(key, ()))
         self.reconciled += 1
-        return Reconciled(waiting.row, call_id, at)
+        return Reconciled(waiting.row, call_id, at, status)
 
     def _remember(self, key: tuple[str, str], seen: _Seen) -> None:
         entries = self._seen.get(key)
