@@ -354,3 +354,23 @@ def test_cli_every_trigger_failing_exits_1(
     assert hint in out
     assert _junit(junit) == [("run", False)]
     assert sim.created_count == 0
+
+
+def test_html_report_marks_each_threshold() -> None:
+    pytest.importorskip("matplotlib")
+    from voicehub_async.loadtest import render_html
+
+    result = _scripted().result(_info(aborted_by="ambiguous==0"), until=10.0)
+    thresholds = [Threshold.parse("ambiguous==0"), Threshold.parse("dropped_rate<50%")]
+    page = render_html(attrs.evolve(result, verdicts=check_all(thresholds, result)))
+    assert "Thresholds: 1 of 2 failed" in page
+    assert (
+        '<tr class="fail"><td class="mark">✗ fail</td><th><code>ambiguous==0</code></th>'
+        '<td>1</td><td class="note">could not hold any more: it stopped the ramp</td></tr>'
+    ) in page
+    assert (
+        '<tr class="pass"><td class="mark">✓ pass</td><th><code>dropped_rate&lt;50%</code></th>'
+        "<td>25%</td>"
+    ) in page
+    # Without thresholds, no section at all.
+    assert "Thresholds" not in render_html(result)

@@ -205,7 +205,7 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
     follow.add_argument(
         "--max-wait",
         type=duration,
-        default=7200.0,
+        default=None,
         metavar="DURATION",
         help="stop following calls this long after the last trigger, e.g. 30m or 2h; "
         "calls scheduled later, redials due later and calls still live stay in the journal "
@@ -365,6 +365,7 @@ async def _run(
     redial: RedialPolicy | None,
 ) -> int:
     from voicehub_async.campaign import Campaign
+    from voicehub_async.campaign.runner import DEFAULT_MAX_WAIT
 
     async with client:
         campaign = Campaign(
@@ -386,7 +387,7 @@ async def _run(
             allow_duplicates=args.allow_duplicates,
             suppress=args.suppress or None,
             redial=redial,
-            max_wait=args.max_wait,
+            max_wait=DEFAULT_MAX_WAIT if args.max_wait is None else args.max_wait,
             attempts=args.attempts_out,
             redial_ambiguous=args.redial_ambiguous,
             durability=args.durability,
