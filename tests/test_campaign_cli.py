@@ -238,3 +238,29 @@ def test_bad_dialer_options_are_refused_before_anything_is_sent(
     _, err = capsys.readouterr()
     assert code == 2 and message in err
     assert sim.trigger_count == 0
+
+
+def test_a_row_scheduled_for_2031_does_not_hold_the_campaign(
+    sim: SimulatorThread, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    # Issue 10's case: with polling on, a row scheduled years ahead used to
+    # keep `voicehub campaign` running until then.
+    source = tmp_path / "contacts.csv"
+    source.write_text(
+        "to,scheduled_at\n+14155550001,\n+14155550002,2031-06-01T09:00Z\n+14155550003,\n"
+    )
+    code, out, _ = run(
+        capsys, "campaign", str(source), "--agent", "a1", "--poll-interval", "0.05",
+        "--progress-interval", "60",
+    )  # fmt: skip
+    assert code == 1
+    assert "unfinished: 1 scheduled for later, run again to follow them" in out
+    with (tmp_path / "contacts.results.csv").open() as stream:
+        rows = list(csv.DictReader(stream))
+    assert rows[1]["status"] == "scheduled" and rows[1]["scheduled_at"] == "2031-06-01T09:00"
+    assert sim.trigger_count == 3
+
+    code, out, _ = run(capsys, "campaign", str(source), "--agent", "a1", "--json")
+    assert code == 1 and sim.trigger_count == 3  # the resume follows it, dials nothing
+    summary = json.loads(out)
+    assert summary["later"] == 1 and summary["horizon_reached"] is True

@@ -137,3 +137,28 @@ async def test_results_have_one_line_per_row(journal: Journal, tmp_path: Path) -
     assert [r["row"] for r in rows] == ["1", "2", "3", "4", "5"]
     assert [r["status"] for r in rows] == ["pending", "sending", "pending", "invalid", "pending"]
     assert rows[3]["error"] == "to: not a valid phone number"
+
+
+def test_a_migration_that_fails_half_way_leaves_the_old_journal_as_it_was(
+    tmp_path: Path,
+) -> None:
+    # A 0.1 journal whose rows table cannot take one of the new columns: the
+    # upgrade fails after its first steps, and must undo them all.
+    path = tmp_path / "old.db"
+    with sqlite3.connect(path) as db:
+        db.execute("CREATE TABLE meta (key TEXT PRIMARY KEY, value TEXT NOT NULL)")
+        db.execute("INSERT INTO meta VALUES ('schema_version', '1')")
+        db.execute(
+            "CREATE TABLE rows (row INTEGER PRIMARY KEY, input_hash TEXT NOT NULL, number TEXT, "
+            "state TEXT NOT NULL, call_id TEXT, attempts INTEGER, updated_at REAL, note TEXT)"
+        )
+        db.execute("INSERT INTO rows VALUES (1, 'h1', '+14155550001', 'completed', 'c1', 1, 0, '')")
+    with pytest.raises(JournalError):
+        Journal.open(path)
+    with sqlite3.connect(path) as db:
+        columns = [c[1] for c in db.execute("PRAGMA table_info(rows)")]
+        tables = {t for (t,) in db.execute("SELECT name FROM sqlite_master WHERE type='table'")}
+        version = db.execute("SELECT value FROM meta").fetchone()
+    assert "dials" not in columns and "attempts" not in tables and version == ("1",)
+    with pytest.raises(JournalError, match="cannot use"):  # not "in use": the lock was released
+        Journal.open(path)
