@@ -311,3 +311,33 @@ async def test_a_403_stops_dialing_and_leaves_the_rest_pending(
     assert cause is not None and cause.kind == "refused" and "403" in cause.message
     assert summary.requests == 1 and summary.counts.get("pending", 0) == 49
     assert summary.exit_code == 1
+
+
+async def test_webhooks_free_live_slots_without_waiting_for_a_poll(tmp_path: Path) -> None:
+    import asyncio
+
+    port = free_port()
+    config = SimulatorConfig(
+        time_scale=200,
+        lifecycle=FAST,
+        webhook_url=f"http://127.0.0.1:{port}/",
+        webhook_secret=SECRET,
+    )
+    source = write_contacts(tmp_path / "contacts.csv", 30)
+    async with Simulator(config) as sim:
+        async with VoiceHubClient(sim.api_key, base_url=sim.base_url) as client:
+            campaign = make_campaign(
+                client,
+                source,
+                max_live=3,
+                # The first read of a call would come after a minute: every
+                # end the campaign sees before that came from a webhook.
+                poll_interval=60.0,
+                max_poll_interval=60.0,
+                webhook_port=port,
+                webhook_secret=SECRET,
+            )
+            summary = await asyncio.wait_for(campaign.run(), 120)
+        assert summary.ok and summary.counts == {"completed": 30}
+        assert sim.max_live_seen() <= 3
+        assert sim.request_count["status"] == 0  # no poll was needed
