@@ -202,6 +202,8 @@ def test_progress_shows_one_rate_and_what_dialing_waits_for() -> None:
     waiting = CampaignProgress(**{**base, "rate": 0.0, "waiting": "cannot reach h (refused)"})
     line = plain_line(waiting)
     assert "waiting: cannot reach h (refused)" in line and "calls/s" not in line
+    capped = plain_line(CampaignProgress(**{**base, "live": 5, "live_limit": 5}))
+    assert "2.5 calls/s" in capped and "live 5/5" in capped
     # More rows dealt with than the estimate: the bar's end follows.
     assert "rows 12/12" in plain_line(CampaignProgress(**{**base, "processed": 12}))
 
@@ -311,3 +313,33 @@ async def test_a_403_stops_dialing_and_leaves_the_rest_pending(
     assert cause is not None and cause.kind == "refused" and "403" in cause.message
     assert summary.requests == 1 and summary.counts.get("pending", 0) == 49
     assert summary.exit_code == 1
+
+
+async def test_webhooks_free_live_slots_without_waiting_for_a_poll(tmp_path: Path) -> None:
+    import asyncio
+
+    port = free_port()
+    config = SimulatorConfig(
+        time_scale=200,
+        lifecycle=FAST,
+        webhook_url=f"http://127.0.0.1:{port}/",
+        webhook_secret=SECRET,
+    )
+    source = write_contacts(tmp_path / "contacts.csv", 30)
+    async with Simulator(config) as sim:
+        async with VoiceHubClient(sim.api_key, base_url=sim.base_url) as client:
+            campaign = make_campaign(
+                client,
+                source,
+                max_live=3,
+                # The first read of a call would come after a minute: every
+                # end the campaign sees before that came from a webhook.
+                poll_interval=60.0,
+                max_poll_interval=60.0,
+                webhook_port=port,
+                webhook_secret=SECRET,
+            )
+            summary = await asyncio.wait_for(campaign.run(), 120)
+        assert summary.ok and summary.counts == {"completed": 30}
+        assert sim.max_live_seen() <= 3
+        assert sim.request_count["status"] == 0  # no poll was needed
