@@ -69,7 +69,11 @@ class CampaignProgress:
     first were made by this run; ``redials_waiting`` are due later, the next
     in ``next_redial`` seconds. ``phase``: ``starting``, ``dialing``,
     ``waiting`` (all sent, following calls and redials), ``stopping``,
-    ``stopped`` (after :meth:`Campaign.stop`), ``done``.
+    ``stopped`` (after :meth:`Campaign.stop`), ``done``. ``waiting`` says
+    why nothing can be dialed right now (``cannot reach <host> (...)``),
+    None otherwise. ``live`` is the campaign's calls that may be live now
+    (placed and not ended, or ambiguous) and ``live_limit`` the live-call cap
+    in force (None: none); ``live`` is None when the campaign does not count.
     """
 
     phase: str
@@ -90,6 +94,9 @@ class CampaignProgress:
     redials: int = 0
     redials_waiting: int = 0
     next_redial: float | None = None
+    waiting: str | None = None
+    live: int | None = None
+    live_limit: int | None = None
 
 
 @attrs.frozen
