@@ -38,7 +38,6 @@ from voicehub_async.campaign.journal import (
 from voicehub_async.campaign.store.pgjournal import PostgresJournal
 from voicehub_async.campaign.store.postgres import (
     SCHEMA_VERSION,
-    SQL_TRIGGERED,
     CampaignExistsError,
     PostgresStore,
 )
@@ -140,14 +139,14 @@ async def test_a_dead_workers_rows_are_ambiguous_and_its_calls_adopted(
         claims = await store.claim(cid, dead, 4, time.time())
         now = time.time()
         # Rows 1 and 2 were placed; rows 3 and 4 were being sent when it died.
-        await store.apply(
+        await store.apply_ops(
+            cid,
             [
-                (
-                    SQL_TRIGGERED,
-                    ("queued", f"call-{c.row}", "Queued", 1, None, now, None, now, cid, c.row),
+                RecordTriggered(
+                    c.row, c.attempt, "queued", f"call-{c.row}", "Queued", 1, None, now, False
                 )
                 for c in claims[:2]
-            ]
+            ],
         )
         survivor = await store.register_worker(cid, "lives")
         await asyncio.sleep(1.2)

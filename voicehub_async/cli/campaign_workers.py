@@ -206,6 +206,29 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
         help="address for --webhook-port (default: %(default)s)",
     )
     pace.add_argument("--progress-interval", type=positive_float, default=5.0, metavar="SECONDS")
+    from .campaign import duration
+
+    redial = work.add_argument_group("redials (as for voicehub campaign)")
+    redial.add_argument(
+        "--redial",
+        metavar="STATUSES",
+        help="dial a contact again when its call ended busy, unanswered or failed "
+        "(comma-separated); due redials are claimed by any worker; needs --poll",
+    )
+    redial.add_argument(
+        "--redial-after",
+        type=duration,
+        default=1800.0,
+        metavar="DURATION",
+        help="how long after the end of a call the next attempt is due (default: 30m)",
+    )
+    redial.add_argument(
+        "--max-attempts",
+        type=positive_int,
+        default=3,
+        metavar="N",
+        help="attempts per contact at most, the first included (default: %(default)s)",
+    )
     add_client_arguments(work)
     work.set_defaults(handler=_work_command)
 
@@ -400,7 +423,10 @@ async def write_store_results(store: PostgresStore, campaign: int, out: Path, to
 
 
 def _work_command(args: argparse.Namespace) -> Any:
+    from .campaign import _redial
+
     url = _url(args)
+    args.redial_policy = _redial(args)
     if args.webhook_port is not None and not os.environ.get(WEBHOOK_SECRET_ENV):
         raise CommandError(
             f"--webhook-port needs the webhook secret in ${WEBHOOK_SECRET_ENV}",
@@ -442,6 +468,7 @@ async def _work(args: argparse.Namespace, url: str, client: Any) -> int:
                 webhook_port=args.webhook_port,
                 webhook_secret=os.environ.get(WEBHOOK_SECRET_ENV),
                 webhook_host=args.webhook_host,
+                redial=args.redial_policy,
             )
             with _signals(worker) as received:
                 progress = asyncio.create_task(_progress(store, campaign.id, args))

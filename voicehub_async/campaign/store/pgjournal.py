@@ -79,9 +79,7 @@ class PostgresJournal(JournalStore):
         self._closed = False
 
     @classmethod
-    def open(
-        cls, url: str, *, campaign: str, durability: Durability = "normal"
-    ) -> PostgresJournal:
+    def open(cls, url: str, *, campaign: str, durability: Durability = "normal") -> PostgresJournal:
         """Connect, migrate the schema, and open (creating if needed) the campaign."""
         runner = _LoopThread()
         try:

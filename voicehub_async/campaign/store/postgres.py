@@ -238,6 +238,9 @@ def translate(sql: str) -> str:
 
     out = _PARAM.sub(number, sql)
     campaign = f"${count + 1}"
+    # A bare parameter tested for NULL has no type PostgreSQL can infer; the
+    # journal only tests text values (notes, errors) that way.
+    out = re.sub(r"(\$\d+) IS (NOT )?NULL", r"\1::text IS \2NULL", out)
     out = re.sub(r"\brows\b", "contacts", out)
     out = re.sub(r"\brow\b", "row_no", out)
     insert = _INSERT.match(out)
@@ -255,46 +258,31 @@ def translate(sql: str) -> str:
     raise ValueError(f"no PostgreSQL form for the journal statement {sql!r}")
 
 
-# -- writes a worker makes (batched by the worker, see PostgresStore.apply) -------------
-
-#: (state, call_id, status, attempts, scheduled_at, queued_at, finished_at, now, campaign, row)
-SQL_TRIGGERED: Final = (
-    "UPDATE contacts SET state = $1, call_id = $2, status = $3, attempts = attempts + $4, "
-    "error = NULL, scheduled_at = $5, queued_at = $6, finished_at = $7, updated_at = $8 "
-    "WHERE campaign_id = $9 AND row_no = $10"
-)
-#: (state, attempts, error, finished_at, now, campaign, row): ``pending`` releases it.
-SQL_TRIGGER_FAILED: Final = (
-    "UPDATE contacts SET state = $1, attempts = attempts + $2, error = $3, finished_at = $4, "
-    "updated_at = $5, worker_id = CASE WHEN $1 = 'pending' THEN NULL ELSE worker_id END "
-    "WHERE campaign_id = $6 AND row_no = $7"
-)
-#: (state, status, started_at, finished_at, now, campaign, row)
-SQL_STATUS: Final = (
-    "UPDATE contacts SET state = $1, status = $2, started_at = COALESCE(started_at, $3), "
-    "finished_at = $4, updated_at = $5 WHERE campaign_id = $6 AND row_no = $7"
-)
-#: (url, now, campaign, row)
-SQL_RECORDING: Final = (
-    "UPDATE contacts SET recording_url = $1, updated_at = $2 WHERE campaign_id = $3 AND row_no = $4"
-)
-#: Kinds in the order a row lives through them (see PostgresStore.apply).
-_PHASES: Final = {sql: n for n, sql in enumerate((SQL_TRIGGER_FAILED, SQL_TRIGGERED, SQL_STATUS))}
-
 _CLAIM: Final = """
 WITH due AS (
     SELECT row_no FROM contacts
-    WHERE campaign_id = $1 AND state = 'pending' AND due_at <= $3
+    WHERE campaign_id = $1
+      AND ((state = 'pending' AND due_at <= $3) OR (state = 'redial' AND redial_at <= $3))
       AND EXISTS (SELECT 1 FROM workers WHERE id = $2 AND NOT dead)
     ORDER BY due_at, row_no
     LIMIT $4
     FOR UPDATE SKIP LOCKED
+), marked AS (
+    UPDATE contacts c
+    SET state = 'sending', worker_id = $2, dials = c.dials + 1, sent_at = $3, updated_at = $3,
+        error = NULL, call_id = NULL, status = NULL, scheduled_at = NULL, queued_at = NULL,
+        started_at = NULL, finished_at = NULL, redial_at = NULL
+    FROM due
+    WHERE c.campaign_id = $1 AND c.row_no = due.row_no
+    RETURNING c.row_no, c.input_hash, c.request, c.dials
+), attempt AS (
+    INSERT INTO attempts (campaign_id, row_no, attempt, state, sent_at, updated_at)
+    SELECT $1, row_no, dials, 'sending', $3, $3 FROM marked
+    ON CONFLICT (campaign_id, row_no, attempt) DO UPDATE SET state = 'sending',
+        call_id = NULL, status = NULL, error = NULL, sent_at = excluded.sent_at,
+        updated_at = excluded.updated_at
 )
-UPDATE contacts c
-SET state = 'sending', worker_id = $2, sent_at = $3, updated_at = $3, error = NULL
-FROM due
-WHERE c.campaign_id = $1 AND c.row_no = due.row_no
-RETURNING c.row_no, c.input_hash, c.request
+SELECT row_no, input_hash, request, dials FROM marked
 """
 
 _AMBIGUOUS_DEAD: Final = (
@@ -367,6 +355,7 @@ class Claim:
     row: int
     digest: str
     request: CallRequest
+    attempt: int = 1
 
 
 @attrs.frozen(slots=True)
@@ -376,6 +365,7 @@ class PlacedCall:
     row: int
     call_id: str
     state: str
+    attempt: int = 1
 
 
 @attrs.frozen(slots=True)
@@ -782,7 +772,8 @@ class PostgresStore:
             return []
         records = await self._pool.fetch(_CLAIM, campaign, worker, now, limit)
         claims = [
-            Claim(r["row_no"], r["input_hash"], _request_from_json(r["request"])) for r in records
+            Claim(r["row_no"], r["input_hash"], _request_from_json(r["request"]), r["dials"])
+            for r in records
         ]
         claims.sort(key=lambda claim: claim.row)
         return claims
@@ -802,14 +793,14 @@ class PostgresStore:
             )
             UPDATE contacts c SET worker_id = $2 FROM orphan
             WHERE c.campaign_id = $1 AND c.row_no = orphan.row_no
-            RETURNING c.row_no, c.call_id, c.state
+            RETURNING c.row_no, c.call_id, c.state, c.dials
             """,
             campaign,
             worker,
             limit,
             list(PLACED_STATES),
         )
-        return [PlacedCall(r["row_no"], r["call_id"], r["state"]) for r in records]
+        return [PlacedCall(r["row_no"], r["call_id"], r["state"], r["dials"]) for r in records]
 
     async def renew(
         self,
@@ -843,6 +834,16 @@ class PostgresStore:
             )
             # Every renewal, not only when a death is found: a claim that
             # raced the verdict committed after it, and is caught here.
+            await conn.execute(
+                "UPDATE attempts a SET state = 'ambiguous', error = $3, finished_at = $2, "
+                "updated_at = $2 FROM contacts c WHERE a.campaign_id = $1 "
+                "AND c.campaign_id = $1 AND c.row_no = a.row_no AND a.attempt = c.dials "
+                "AND a.state = 'sending' AND c.state = 'sending' AND c.worker_id IN "
+                "(SELECT id FROM workers WHERE campaign_id = $1 AND dead)",
+                campaign,
+                now,
+                _AMBIGUOUS_DEAD,
+            )
             await conn.execute(
                 "UPDATE contacts SET state = 'ambiguous', error = $3, finished_at = $2, "
                 "updated_at = $2 WHERE campaign_id = $1 AND state = 'sending' AND worker_id IN "
@@ -916,16 +917,6 @@ class PostgresStore:
 
     # -- writes ---------------------------------------------------------------------------------
 
-    async def apply(self, ops: Sequence[tuple[str, Sequence[Any]]]) -> None:
-        """Run ``ops`` (``(SQL_*, params)``) in one transaction, each kind in
-        one ``executemany``, kinds in the order a row lives through them."""
-        groups: dict[str, list[Sequence[Any]]] = {}
-        for sql, params in ops:
-            groups.setdefault(sql, []).append(params)
-        async with self._pool.acquire() as conn, conn.transaction():
-            for sql in sorted(groups, key=lambda s: _PHASES.get(s, len(_PHASES))):
-                await conn.executemany(sql, groups[sql])
-
     async def record_statuses(self, events: Sequence[tuple[str, str, str, float | None]]) -> int:
         """Webhook statuses, by call id, wherever the call was placed:
         ``(call_id, state, status, event_time)``; returns the rows changed.
@@ -956,6 +947,17 @@ class PostgresStore:
                     list(TERMINAL_STATUSES | {"lost", "timed_out"}),
                 )
                 changed += int(result.split()[-1])
+                await conn.execute(
+                    "UPDATE attempts SET state = $2, status = $3, "
+                    "finished_at = CASE WHEN $5 THEN $4 ELSE finished_at END, updated_at = $4 "
+                    "WHERE call_id = $1 AND NOT (state = ANY($6))",
+                    call_id,
+                    state,
+                    status,
+                    now,
+                    final,
+                    list(TERMINAL_STATUSES | {"lost", "timed_out"}),
+                )
         return changed
 
     async def reconcile(
@@ -964,23 +966,35 @@ class PostgresStore:
         """A webhook for a call no row has: if ``user_number`` is the number of a
         row left ``ambiguous`` whose sending mark came before the event (and
         its agent matches), that row's trigger did place this call: record the
-        call id (state ``reconciled``, followed from then on). Returns the row."""
-        value = await self._pool.fetchval(
+        call id (state ``reconciled``, its attempt too). Returns the row."""
+        async with self._pool.acquire() as conn, conn.transaction():
             # worker_id NULL: whichever worker renews next adopts the call and
             # follows it to its end (its later events may have come already).
-            "UPDATE contacts SET state = 'reconciled', call_id = $1, updated_at = $4, "
-            "worker_id = NULL, "
-            "error = 'reconciled from a webhook: the ambiguous trigger placed call ' || $1 "
-            "WHERE number = $2 AND state = 'ambiguous' AND call_id IS NULL AND sent_at <= $4 "
-            "AND ($3::text IS NULL OR request->>'agent_id' = $3) "
-            "AND NOT EXISTS (SELECT 1 FROM contacts k WHERE k.call_id = $1) "
-            "RETURNING row_no",
-            call_id,
-            user_number,
-            agent_id,
-            event_time,
-        )
-        return None if value is None else int(value)
+            found = await conn.fetchrow(
+                "UPDATE contacts SET state = 'reconciled', call_id = $1, updated_at = $4, "
+                "worker_id = NULL, "
+                "error = 'reconciled from a webhook: the ambiguous trigger placed call ' || $1 "
+                "WHERE number = $2 AND state = 'ambiguous' AND call_id IS NULL AND sent_at <= $4 "
+                "AND ($3::text IS NULL OR request->>'agent_id' = $3) "
+                "AND NOT EXISTS (SELECT 1 FROM contacts k WHERE k.call_id = $1) "
+                "RETURNING campaign_id, row_no, dials",
+                call_id,
+                user_number,
+                agent_id,
+                event_time,
+            )
+            if found is None:
+                return None
+            await conn.execute(
+                "UPDATE attempts SET state = 'reconciled', call_id = $4, updated_at = $5 "
+                "WHERE campaign_id = $1 AND row_no = $2 AND attempt = $3",
+                found["campaign_id"],
+                found["row_no"],
+                found["dials"],
+                call_id,
+                event_time,
+            )
+            return int(found["row_no"])
 
     # -- reads ------------------------------------------------------------------------------------
 
@@ -994,7 +1008,7 @@ class PostgresStore:
     async def unfinished(self, campaign: int, *, placed: bool = True) -> int:
         """Rows that still need a worker: pending, being sent, or (``placed``)
         placed and not final yet."""
-        states = ["pending", "sending", *(PLACED_STATES if placed else ())]
+        states = ["pending", "sending", "redial", *(PLACED_STATES if placed else ())]
         value = await self._pool.fetchval(
             "SELECT count(*) FROM contacts WHERE campaign_id = $1 AND state = ANY($2)",
             campaign,

@@ -48,15 +48,11 @@ class StoreStatusSink:
         )
         self.written += changed
         if not changed and event.user_number:
-            row = await self.store.reconcile(
-                event.call_id, event.user_number, event.agent_id, when
-            )
+            row = await self.store.reconcile(event.call_id, event.user_number, event.agent_id, when)
             if row is not None:
                 self.reconciled += 1
                 # Its current status too (reconciled says how, not where it is).
-                await self.store.record_statuses(
-                    [(event.call_id, status.name, status.value, when)]
-                )
+                await self.store.record_statuses([(event.call_id, status.name, status.value, when)])
         poller = self.poller
         if poller is not None and not poller.closed and event.call_id in poller:
             poller.ingest(event)

@@ -42,21 +42,24 @@ from voicehub_async.errors import InvalidRequestError
 from voicehub_async.models import CallRequest, format_scheduled_at
 from voicehub_async.poller import StatusChange, StatusPoller
 
-from .limits import LocalLimits
-from .postgres import (
-    SQL_STATUS,
-    SQL_TRIGGER_FAILED,
-    SQL_TRIGGERED,
-    CampaignInfo,
-    Claim,
-    PostgresStore,
+from ..journal import (
+    JournalOp,
+    RecordRedial,
+    RecordStatus,
+    RecordTriggered,
+    RecordTriggerFailed,
+    RecordUnsent,
 )
+from .limits import LocalLimits
+from .postgres import CampaignInfo, Claim, PostgresStore
 from .webhooks import StoreStatusSink
 
 if TYPE_CHECKING:
     from aiohttp import web
 
     from voicehub_async.client import VoiceHubClient
+
+    from ..redial import RedialPolicy
 
 __all__ = ["CampaignWorker", "WorkerSummary"]
 
@@ -128,6 +131,7 @@ class CampaignWorker:
         webhook_port: int | None = None,
         webhook_secret: str | None = None,
         webhook_host: str = "127.0.0.1",
+        redial: RedialPolicy | None = None,
     ) -> None:
         if concurrency < 1:
             raise ValueError("concurrency must be at least 1")
@@ -150,6 +154,9 @@ class CampaignWorker:
         self.webhook_port = webhook_port
         self.webhook_secret = webhook_secret
         self.webhook_host = webhook_host
+        #: Busy/unanswered calls dialed again later (the campaign's redial
+        #: sequence); the due rows are claimed like pending ones, by any worker.
+        self.redial = redial
         #: The webhook sink, while the receiver runs (its counters).
         self.webhooks: StoreStatusSink | None = None
         self.limits = LocalLimits()
@@ -157,10 +164,10 @@ class CampaignWorker:
         self._lock = asyncio.Lock()
         self._flush_lock = asyncio.Lock()
         self._claims: dict[int, Claim] = {}
-        self._calls: dict[str, int] = {}
+        self._calls: dict[str, tuple[int, int]] = {}  # call id: (row, attempt)
         self._yielded = 0
         self._results = 0
-        self._ops: list[tuple[str, tuple[object, ...]]] = []
+        self._ops: list[JournalOp] = []
         self._flushing: asyncio.Task[None] | None = None
         self._stopping = False
         self._dead = False
@@ -302,7 +309,7 @@ class CampaignWorker:
         if self._poller is not None and not self._poller.closed and not self._stopping:
             placed = await self.store.adopt(self.campaign.id, self.worker_id)
             for call in placed:
-                self._calls[call.call_id] = call.row
+                self._calls[call.call_id] = (call.row, call.attempt)
                 self._poller.track(call.call_id)
             self._adopted += len(placed)
         self._wake.set()
@@ -370,8 +377,8 @@ class CampaignWorker:
 
     # -- results and statuses ----------------------------------------------------------------
 
-    def _write(self, sql: str, params: tuple[object, ...]) -> None:
-        self._ops.append((sql, params))
+    def _write(self, op: JournalOp) -> None:
+        self._ops.append(op)
         if self._flushing is None:
             self._flushing = asyncio.get_running_loop().create_task(self._flush_soon())
 
@@ -394,13 +401,13 @@ class CampaignWorker:
         async with self._flush_lock:
             while self._ops:
                 ops, self._ops = self._ops, []
-                await self.store.apply(ops)
+                await self.store.apply_ops(self.campaign.id, ops)
 
     def _on_result(self, result: DispatchResult) -> None:
         claim = self._claims.pop(result.index)
         self._results += 1
         self._wake.set()
-        cid, row, now = self.campaign.id, claim.row, time.time()
+        row, attempt, now = claim.row, claim.attempt, time.time()
         outcome = result.outcome
         if outcome in ("queued", "scheduled"):
             call = result.call
@@ -409,45 +416,41 @@ class CampaignWorker:
             request = result.request
             when = request.scheduled_at if isinstance(request, CallRequest) else None
             self._write(
-                SQL_TRIGGERED,
-                (
+                RecordTriggered(
+                    row,
+                    attempt,
                     call.status.name,
                     call.id,
                     call.status.value,
                     result.attempts,
                     None if when is None else format_scheduled_at(when),
                     now,
-                    now if terminal else None,
-                    now,
-                    cid,
-                    row,
-                ),
+                    terminal,
+                )
             )
             poller = self._poller
             if poller is not None and not terminal and not poller.closed:
-                self._calls[call.id] = row
+                self._calls[call.id] = (row, attempt)
                 poller.track(call, scheduled_at=when if self.follow_schedule else None)
             return
         error = _error_text(result.error)
-        if outcome == "invalid":
-            state, finished = "invalid", now
-        elif outcome == "not_sent":
-            # Provably not placed, and not refused: another worker may send it.
-            state, finished = "pending", None
-        elif outcome == "ambiguous":
-            state, finished = "ambiguous", now
-        else:
-            state, finished = "not_sent", now
-        self._write(SQL_TRIGGER_FAILED, (state, result.attempts, error, finished, now, cid, row))
+        if outcome == "not_sent" and not result.attempts:
+            # Claimed, then stopped before it was sent: the attempt never was,
+            # and another worker may dial the row.
+            self._write(RecordUnsent(row, attempt, 0, error, now))
+            return
+        state = {"invalid": "invalid", "ambiguous": "ambiguous"}.get(outcome, "not_sent")
+        self._write(RecordTriggerFailed(row, attempt, state, result.attempts, error, now))
 
     async def _follow(self, poller: StatusPoller) -> None:
         async for change in poller.changes(until_idle=False):
             self._on_change(change)
 
     def _on_change(self, change: StatusChange) -> None:
-        row = self._calls.get(change.call_id)
-        if row is None:
+        known = self._calls.get(change.call_id)
+        if known is None:
             return
+        row, attempt = known
         if change.is_lost:
             state = "lost"
         elif change.is_timed_out:
@@ -457,14 +460,16 @@ class CampaignWorker:
         now = time.time()
         started = now if state in ("started", "in-progress") else None
         final = change.is_final
-        self._write(
-            SQL_STATUS,
-            (state, change.new.value, started, now if final else None, now, self.campaign.id, row),
-        )
+        self._write(RecordStatus(row, change.call_id, state, change.new.value, now, final, started))
         if final:
             del self._calls[change.call_id]
             if self._poller is not None:
                 self._poller.forget(change.call_id)
+            due = (
+                None if self.redial is None or not attempt else self.redial.due(state, attempt, now)
+            )
+            if due is not None:
+                self._write(RecordRedial(row, attempt, due, now))
             self._freed = True
             self._freed_event.set()
             self._wake.set()
