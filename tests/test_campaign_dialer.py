@@ -297,6 +297,7 @@ async def test_a_row_scheduled_years_ahead_does_not_hold_the_campaign(
     assert summary.exit_code == 1 and summary.unfinished == 1
     rows = read_csv(tmp_path / "c.results.csv")
     assert rows[1]["status"] == "scheduled" and rows[1]["scheduled_at"] == "2031-01-15T10:00"
+    assert "--max-wait" in rows[1]["note"] and not rows[0]["note"]
     assert {rows[0]["status"], rows[2]["status"]} <= FINAL
 
     resumed = await asyncio.wait_for(campaign(client, source).run(), 60)
