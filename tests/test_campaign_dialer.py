@@ -7,6 +7,7 @@ from __future__ import annotations
 import asyncio
 import collections
 import csv
+import hashlib
 import itertools
 import sqlite3
 from collections.abc import AsyncIterator, Iterable
@@ -350,7 +351,13 @@ async def test_a_journal_written_by_0_1_is_migrated_and_resumed(
     sim: Simulator, client: VoiceHubClient, tmp_path: Path
 ) -> None:
     source = write_csv(tmp_path / "c.csv", [[number(i), f"n{i}"] for i in range(1, 7)])
-    digests = [row.digest for row in read_contacts(source)]
+    # Row hashes exactly as 0.1 computed them (its reader's cells, joined by
+    # \x1f, blake2b-96): a resume must recognise the rows of a real old journal.
+    digests = [
+        hashlib.blake2b(f"{number(i)}\x1fn{i}".encode(), digest_size=12).hexdigest()
+        for i in range(1, 7)
+    ]
+    assert digests == [row.digest for row in read_contacts(source)]
     journal = tmp_path / "old.db"
     # As 0.1 left it after a crash: two calls placed (one final, one live),
     # a row cut off mid-trigger, a refused row, a row never reached.
