@@ -365,9 +365,10 @@ async def test_a_journal_written_by_0_1_is_migrated_and_resumed(
     live = await client.trigger(_request(number(2)))
     with sqlite3.connect(journal) as db:
         db.executescript(SCHEMA_0_1)
+        sha256 = hashlib.sha256(source.read_bytes()).hexdigest()
         db.executemany(
             "INSERT INTO meta VALUES (?, ?)",
-            [("schema_version", "1"), ("source_sha256", hashlib.sha256(source.read_bytes()).hexdigest()), ("agent_id", AGENT),
+            [("schema_version", "1"), ("source_sha256", sha256), ("agent_id", AGENT),
              ("source_name", "c.csv")],
         )  # fmt: skip
         db.executemany(
