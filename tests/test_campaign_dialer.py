@@ -423,3 +423,34 @@ def _request(to: str) -> Any:
     from voicehub_async import CallRequest
 
     return CallRequest(to=to, agent_id=AGENT)
+
+
+# -- calling days ----------------------------------------------------------------------------
+
+
+async def test_calling_days_schedule_weekend_rows_for_monday_and_say_so(
+    sim: Simulator, client: VoiceHubClient, tmp_path: Path
+) -> None:
+    from datetime import datetime, timezone
+
+    from voicehub_async.campaign import CallingHours
+
+    saturday_noon = datetime(2030, 6, 8, 19, 0, tzinfo=timezone.utc)  # 12:00 in San Francisco
+    source = write_csv(
+        tmp_path / "c.csv",
+        [[number(1), ""], [number(2), "2030-06-08T20:00Z"]],
+        header="to,scheduled_at",
+    )
+    hours = CallingHours.parse("09:00-17:00", days="mon-fri")
+    summary = await campaign(
+        client, source, poll=False, calling_hours=hours, now=lambda: saturday_noon
+    ).run()
+    assert summary.count("scheduled") == 2
+    monday_nine = "2030-06-10T16:00"  # 09:00 in San Francisco
+    assert {t.scheduled_at for t in sim.triggers} == {monday_nine}
+    rows = read_csv(tmp_path / "c.results.csv")
+    assert [r["scheduled_at"] for r in rows] == [monday_nine, monday_nine]
+    assert not rows[0]["note"]
+    assert rows[1]["note"] == (
+        f"scheduled_at 2030-06-08T20:00 moved to {monday_nine}: outside the calling days"
+    )
