@@ -31,7 +31,7 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any, Final
 
-from .journal import AttemptRow, JournalRow
+from .journal import AttemptRow, JournalRow, waiting_kind
 
 __all__ = ["ATTEMPT_COLUMNS", "HORIZON_NOTE", "RESULT_COLUMNS", "write_attempts", "write_results"]
 
@@ -105,9 +105,6 @@ def _attempt_record(attempt: AttemptRow) -> dict[str, Any]:
 HORIZON_NOTE: Final = (
     "not final when this run stopped following it (--max-wait): run again to follow it"
 )
-_WAITING: Final = frozenset(
-    {"queued", "scheduled", "started", "in-progress", "reconciled", "redial"}
-)
 
 
 def write_results(
@@ -131,7 +128,7 @@ def write_results(
 
 
 def _note_waiting(record: dict[str, Any]) -> dict[str, Any]:
-    if record["status"] in _WAITING and not record["note"]:
+    if waiting_kind(record["status"]) is not None and not record["note"]:
         record["note"] = HORIZON_NOTE
     return record
 
