@@ -516,7 +516,10 @@ class RecordAmbiguous(JournalOp):
 
 SQL_RECONCILED: Final = (
     "UPDATE rows SET state = 'reconciled', call_id = ?, status = ?, error = NULL, "
-    "finished_at = NULL, updated_at = ? WHERE row = ? AND dials = ? AND state = 'ambiguous'"
+    "finished_at = NULL, updated_at = ?, "
+    "note = CASE WHEN ? IS NULL THEN note WHEN note IS NULL OR note = '' THEN ? "
+    "ELSE note || '; ' || ? END "
+    "WHERE row = ? AND dials = ? AND state = 'ambiguous'"
 )
 SQL_ATTEMPT_RECONCILED: Final = (
     "UPDATE attempts SET state = 'reconciled', call_id = ?, status = ?, error = NULL, "
@@ -535,10 +538,14 @@ class RecordReconciled(JournalOp):
     call_id: str
     status: str
     at: float
+    #: Kept in the row's ``note`` (the results say the row was reconciled).
+    note: str | None = None
 
     def statements(self) -> Iterable[tuple[str, Sequence[Any]]]:
         params = (self.call_id, self.status, self.at, self.row, self.attempt)
-        return ((SQL_RECONCILED, params), (SQL_ATTEMPT_RECONCILED, params))
+        note = (self.note, self.note, self.note)
+        row_params = (self.call_id, self.status, self.at, *note, self.row, self.attempt)
+        return ((SQL_RECONCILED, row_params), (SQL_ATTEMPT_RECONCILED, params))
 
 
 Durability = Literal["full", "normal"]

@@ -27,8 +27,23 @@ __all__ = ["format_duration", "plain_line", "show_progress"]
 _RICH_REFRESH: Final = 0.25
 
 
+def _total(p: CampaignProgress) -> int:
+    """The bar's end: the estimate while reading (it counts lines), never
+    below the rows dealt with; the campaign puts the real total in at the end."""
+    return max(p.total or 0, p.processed)
+
+
 def _of_total(p: CampaignProgress) -> str:
-    return f"{p.processed}/{p.total}" if p.total else str(p.processed)
+    return f"{p.processed}/{_total(p)}" if p.total else str(p.processed)
+
+
+def _pace(p: CampaignProgress, sep: str = ", ") -> str:
+    """The rate and ETA, or what dialing waits for instead (no connection,
+    every live-call slot taken): a rate would say nothing true then."""
+    if p.waiting is not None and p.phase in ("dialing", "stopping"):
+        return f"waiting: {p.waiting}"
+    eta = format_duration(p.eta) if p.phase == "dialing" else "-"
+    return f"{p.rate:.1f} calls/s{sep}ETA {eta}"
 
 
 def _redials(p: CampaignProgress) -> str:
@@ -45,8 +60,7 @@ def plain_line(p: CampaignProgress) -> str:
         f"sent {p.sent}, queued {p.queued}, in progress {p.in_progress}, "
         f"completed {p.completed}, not completed {p.failed} "
         f"(invalid {p.invalid}, ambiguous {p.ambiguous}), retries {p.retries}, "
-        f"{p.rate:.1f} calls/s, ETA {format_duration(p.eta) if p.phase == 'dialing' else '-'}"
-        f"{_redials(p)}"
+        f"{_pace(p)}{_redials(p)}"
     )
 
 
@@ -59,11 +73,10 @@ def _panel(p: CampaignProgress) -> RenderableType:
     top = Table.grid(padding=(0, 2))
     top.add_column()
     top.add_column()
-    total = p.total or max(p.processed, 1)
-    eta = format_duration(p.eta) if p.phase == "dialing" else "-"
+    total = max(_total(p), 1)
     top.add_row(
         ProgressBar(total=total, completed=min(p.processed, total), width=30),
-        Text(f"{_of_total(p)} rows  {p.rate:.1f} calls/s  ETA {eta}"),
+        Text(f"{_of_total(p)} rows  {_pace(p, '  ')}"),
     )
     counts = Text.assemble(
         ("sent ", "bold"), str(p.sent), "  ",

@@ -80,6 +80,7 @@ from .journal import (
     MarkSending,
     RecordAmbiguous,
     RecordInvalid,
+    RecordReconciled,
     RecordRedial,
     RecordSkipped,
     RecordStatus,
@@ -87,6 +88,7 @@ from .journal import (
     RecordTriggerFailed,
     RecordUnsent,
 )
+from .live import DEFAULT_MAX_CALL_TIME, LiveControl, live_host
 from .planning import (
     Decision,
     Dial,
@@ -101,6 +103,7 @@ from .planning import (
     plan_row,
     schedule_within_hours,
 )
+from .reconcile import Reconciled, reconciled_note
 from .recordings import RecordingFetcher
 from .redial import RedialPolicy
 from .results import write_attempts, write_results
@@ -257,6 +260,11 @@ class Campaign:
       seconds) or ``"full"`` (each commit is flushed to the disk before the
       trigger goes out, so a ``sending`` mark also survives a power cut or
       an OS crash; costs an fsync per group commit, see the benchmark).
+    * ``max_live``: calls of the campaign live at once at most (see
+      :mod:`.live`); ``max_call_time``: seconds an ambiguous trigger keeps
+      its live-call slot; ``webhook_port``/``webhook_secret``: receive
+      VoiceHub's webhooks beside the campaign (calls finish, slots free and
+      ambiguous rows are reconciled as soon as VoiceHub says so).
     * ``now``: the clock for calling hours (tests).
 
     :meth:`open` checks everything that can be checked before dialing (the
@@ -293,6 +301,10 @@ class Campaign:
         redial_ambiguous: bool = False,
         durability: Durability = "normal",
         now: Callable[[], datetime] | None = None,
+        max_live: int | None = None,
+        max_call_time: float = DEFAULT_MAX_CALL_TIME,
+        webhook_port: int | None = None,
+        webhook_secret: str | None = None,
     ) -> None:
         if concurrency < 1:
             raise ValueError("concurrency must be at least 1")
@@ -327,6 +339,15 @@ class Campaign:
         self.redial_ambiguous = redial_ambiguous
         self.durability: Durability = durability
         self._now = now or (lambda: datetime.now(timezone.utc))
+        self._live = LiveControl(
+            host=live_host(client),
+            stop=self.stop,
+            max_live=max_live,
+            max_call_time=max_call_time,
+            follow=poll,
+            webhook_port=webhook_port,
+            webhook_secret=webhook_secret,
+        )
 
         self._counters = Counters()
         self._entries: dict[int, _Entry] = {}
@@ -392,6 +413,12 @@ class Campaign:
     def stopping(self) -> bool:
         return self._stopping
 
+    @property
+    def live(self) -> LiveControl:
+        """The live-call cap, the stop-early breaker and the webhooks of this
+        campaign (``live.cause``: why dialing stopped early, if it did)."""
+        return self._live
+
     def progress(self) -> CampaignProgress:
         """A snapshot of where the campaign is (cheap; for progress displays)."""
         c = self._counters
@@ -427,6 +454,7 @@ class Campaign:
             redials=c.redials,
             redials_waiting=len(self._redials),
             next_redial=next_redial,
+            waiting=self._live.waiting(),
         )
 
     # -- the run -------------------------------------------------------------------------
@@ -552,10 +580,13 @@ class Campaign:
                     self.client, writer, retry_delay=self.poll_interval
                 )
             try:
-                await self._dial(journal, contacts)
-                if poller is not None and not self._stopping:
-                    self._phase = "waiting"
-                    await self._follow_rest()
+                async with self._live.serving(
+                    poller, known=self._calls.__contains__, on_reconciled=self._on_reconciled
+                ):
+                    await self._dial(journal, contacts)
+                    if poller is not None and not self._stopping:
+                        self._phase = "waiting"
+                        await self._follow_rest()
             finally:
                 if poller is not None:
                     await poller.aclose()
@@ -593,6 +624,7 @@ class Campaign:
             max_retries=self.max_retries,
             on_sending=self._on_sending,
             on_result=self._on_result,
+            gate=self._live,
             # Every request is a PreparedRequest from the plan (numbers are
             # compared in E.164 there): the dispatcher does not validate it twice.
         )
@@ -900,6 +932,7 @@ class Campaign:
             follow.request,
             None if when is None else when.timestamp(),
         )
+        self._live.resumed(follow.call_id)
         poller.track(follow.call_id, scheduled_at=when)
 
     # -- the three points of a call's life ------------------------------------------------
@@ -997,10 +1030,36 @@ class Campaign:
                 c.ambiguous += 1
         else:
             c.count_done(state, False)
+        if state == AMBIGUOUS:
+            self._live.ambiguous(entry, result)
         if isinstance(result.error, AuthenticationError) and self._fatal is None:
             # Every other row would be refused the same way.
             self._fatal = result.error
             self.stop()
+
+    def _on_reconciled(self, found: Reconciled) -> None:
+        """A webhook named the call an ambiguous trigger placed: record it,
+        then follow the call like any other."""
+        entry = found.row
+        assert isinstance(entry, _Entry) and self._writer is not None
+        now = time.time()
+        self._writer.write(
+            RecordReconciled(
+                entry.row, entry.attempt, found.call_id, found.status, now, reconciled_note(found)
+            )
+        )
+        c = self._counters
+        c.ambiguous -= 1
+        state_bucket = bucket(found.status)
+        c.move("failed", state_bucket)
+        if not entry.redial:
+            c.sent += 1
+        poller = self._poller
+        if poller is not None and not poller.closed:
+            self._calls[found.call_id] = _Tracked(
+                entry.row, entry.digest, entry.attempt, state_bucket, None, entry.request
+            )
+            poller.track(found.call_id)
 
     def _on_call_end(
         self, row: int, digest: str, attempt: int, state: str, request: PreparedRequest | None
@@ -1066,6 +1125,7 @@ class Campaign:
         )
         if final:
             del self._calls[change.call_id]
+            self._live.call_ended(change.call_id)
             if self._poller is not None:
                 # The poller keeps final changes for late waiters; nobody waits
                 # here, and a million of them would be a million entries.

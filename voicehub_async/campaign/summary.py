@@ -67,7 +67,9 @@ class CampaignProgress:
     first were made by this run; ``redials_waiting`` are due later, the next
     in ``next_redial`` seconds. ``phase``: ``starting``, ``dialing``,
     ``waiting`` (all sent, following calls and redials), ``stopping``,
-    ``stopped`` (after :meth:`Campaign.stop`), ``done``.
+    ``stopped`` (after :meth:`Campaign.stop`), ``done``. ``waiting`` says
+    what dialing waits for right now (``cannot reach <host> (...)``,
+    ``live-call cap: 5 of 5 calls live``), None when nothing holds it up.
     """
 
     phase: str
@@ -88,6 +90,7 @@ class CampaignProgress:
     redials: int = 0
     redials_waiting: int = 0
     next_redial: float | None = None
+    waiting: str | None = None
 
 
 @attrs.frozen

@@ -13,7 +13,10 @@ anybody twice.
 
 Exit status: 0 when every row has a final outcome (invalid rows count as
 one: they are reported), 1 when some are ambiguous, not sent, lost or not
-finished (interrupted: 128 + the signal number), 2 on bad usage.
+finished, or when the campaign stopped early because the service could not
+be reached or refused the key (the cause is printed in one line; the rows
+not dialed stay pending for a resume) (interrupted: 128 + the signal
+number), 2 on bad usage.
 """
 
 from __future__ import annotations
@@ -40,6 +43,7 @@ from ._common import (
     positive_int,
     print_json,
 )
+from ._live import add_live_arguments, live_options, report_stop_cause
 
 if TYPE_CHECKING:
     from rich.console import Console
@@ -117,7 +121,9 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
         "Every row is recorded in a journal before its call goes out: running the "
         "same command again resumes, and never phones anybody twice.",
         epilog="Exit status: 0 every row has a final outcome, 1 some rows are ambiguous, "
-        "were not sent or are not finished, 2 bad usage; 130 after Ctrl-C.",
+        "were not sent or are not finished, or dialing stopped early (service unreachable, "
+        "key refused: the cause is printed, untouched rows stay pending), 2 bad usage; "
+        "130 after Ctrl-C.",
     )
     parser.add_argument("contacts", metavar="CONTACTS", type=Path, help="the contacts file")
     parser.add_argument(
@@ -156,6 +162,7 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
         "(repeatable), e.g. --column to=phone",
     )
     add_campaign_options(parser)
+    add_live_arguments(parser)
     follow = parser.add_argument_group("following calls")
     follow.add_argument(
         "--poll",
@@ -384,6 +391,7 @@ async def _run(
             attempts=args.attempts_out,
             redial_ambiguous=args.redial_ambiguous,
             durability=args.durability,
+            **live_options(args),
         )
         summary, code = await run_campaign(campaign, args)
     report_summary(summary, as_json=bool(args.json))
@@ -410,6 +418,7 @@ async def run_campaign(campaign: Campaign, args: argparse.Namespace) -> tuple[Ca
                 campaign.progress, console=display, interval=args.progress_interval
             ):
                 summary = await campaign.run()
+            report_stop_cause(campaign)
         except ContactsError as exc:
             raise _refused(campaign, str(exc), "invalid_input", "CONTACTS") from None
         except SuppressionError as exc:
