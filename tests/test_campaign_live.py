@@ -202,6 +202,8 @@ def test_progress_shows_one_rate_and_what_dialing_waits_for() -> None:
     waiting = CampaignProgress(**{**base, "rate": 0.0, "waiting": "cannot reach h (refused)"})
     line = plain_line(waiting)
     assert "waiting: cannot reach h (refused)" in line and "calls/s" not in line
+    capped = plain_line(CampaignProgress(**{**base, "live": 5, "live_limit": 5}))
+    assert "2.5 calls/s" in capped and "live 5/5" in capped
     # More rows dealt with than the estimate: the bar's end follows.
     assert "rows 12/12" in plain_line(CampaignProgress(**{**base, "processed": 12}))
 

@@ -115,14 +115,15 @@ class LiveControl:
         return self.breaker.cause
 
     def waiting(self) -> str | None:
-        """What dialing waits for now, for the progress display (None: nothing)."""
-        trouble = self.breaker.trouble
-        if trouble is not None:
-            return trouble
+        """Why nothing can be dialed now, for the progress display (None: it can)."""
+        return self.breaker.trouble
+
+    def live_calls(self) -> tuple[int | None, int | None]:
+        """(calls of ours that may be live, the cap in force), for the display."""
         slots = self.slots
-        if slots is not None and slots.waiting and slots.full:
-            return f"live-call cap: {slots.live} of {slots.limit} calls live"
-        return None
+        if slots is None:
+            return (None, None)
+        return (slots.live, slots.limit)
 
     # -- dispatcher hooks ------------------------------------------------------------
 

@@ -38,12 +38,15 @@ def _of_total(p: CampaignProgress) -> str:
 
 
 def _pace(p: CampaignProgress, sep: str = ", ") -> str:
-    """The rate and ETA, or what dialing waits for instead (no connection,
-    every live-call slot taken): a rate would say nothing true then."""
+    """The rate and ETA, or why nothing can be dialed (no connection): a rate
+    would say nothing true then. With a live-call cap, how full it is."""
     if p.waiting is not None and p.phase in ("dialing", "stopping"):
         return f"waiting: {p.waiting}"
     eta = format_duration(p.eta) if p.phase == "dialing" else "-"
-    return f"{p.rate:.1f} calls/s{sep}ETA {eta}"
+    live = ""
+    if p.live is not None and p.live_limit is not None:
+        live = f"{sep}live {p.live}/{p.live_limit}"
+    return f"{p.rate:.1f} calls/s{sep}ETA {eta}{live}"
 
 
 def _redials(p: CampaignProgress) -> str:

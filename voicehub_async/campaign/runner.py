@@ -432,6 +432,7 @@ class Campaign:
         if total is not None and rate > 0 and self._phase == "dialing":
             eta = max(0.0, (total - c.processed) / rate)
         retries = stats.retries if stats is not None else 0
+        live, live_limit = self._live.live_calls()
         next_redial = None
         if self._redials:
             next_redial = max(0.0, self._redials[0][0] - time.time())
@@ -455,6 +456,8 @@ class Campaign:
             redials_waiting=len(self._redials),
             next_redial=next_redial,
             waiting=self._live.waiting(),
+            live=live,
+            live_limit=live_limit,
         )
 
     # -- the run -------------------------------------------------------------------------

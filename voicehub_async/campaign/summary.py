@@ -68,8 +68,10 @@ class CampaignProgress:
     in ``next_redial`` seconds. ``phase``: ``starting``, ``dialing``,
     ``waiting`` (all sent, following calls and redials), ``stopping``,
     ``stopped`` (after :meth:`Campaign.stop`), ``done``. ``waiting`` says
-    what dialing waits for right now (``cannot reach <host> (...)``,
-    ``live-call cap: 5 of 5 calls live``), None when nothing holds it up.
+    why nothing can be dialed right now (``cannot reach <host> (...)``),
+    None otherwise. ``live`` is the campaign's calls that may be live now
+    (placed and not ended, or ambiguous) and ``live_limit`` the live-call cap
+    in force (None: none); ``live`` is None when the campaign does not count.
     """
 
     phase: str
@@ -91,6 +93,8 @@ class CampaignProgress:
     redials_waiting: int = 0
     next_redial: float | None = None
     waiting: str | None = None
+    live: int | None = None
+    live_limit: int | None = None
 
 
 @attrs.frozen
