@@ -197,6 +197,10 @@ def test_three_worker_processes_one_killed_twice(
         row = next(r for r in rows.values() if r.number == number)
         if row.row not in killed_sending and row.state != "ambiguous":
             assert count <= attempts[number], (number, count, attempts[number])
+    print(
+        f"kill test: {dict(states)}; killed worker's sending rows {len(killed_sending)}, "
+        f"max calls per number {max(placed.values())}"
+    )
     assert states["completed"] > n // 2
     assert max(t.live_calls for t in triggers) <= 40
 
@@ -244,6 +248,7 @@ async def test_a_shared_rate_holds_across_three_workers(
     # 50 a second plus the documented burst (a tenth of a second's worth per
     # worker, at least one), with room for a loaded machine bunching arrivals.
     window = max(sum(1 for t in times[i:] if t < start + 1.0) for i, start in enumerate(times))
+    print(f"shared --rate 50, 3 workers: at most {window} triggers in any 1 s window")
     assert window <= 65, window
     # Over the whole run: not faster than the shared rate (the three shares add up to 50).
     assert len(times) / (times[-1] - times[0]) <= 50 * 1.1
@@ -263,6 +268,7 @@ async def test_a_shared_live_cap_holds_across_three_workers(
     counts = await _three_workers(postgres_url, sim, source, "l", rate=None, max_live=20)
     assert sum(counts.values()) == 200
     live = [t.live_calls for t in sim.triggers]
+    print(f"shared --max-live 20, 3 workers: at most {max(live)} live calls at a trigger")
     assert max(live) <= 20  # exact, ambiguous triggers included
     assert max(live) >= 10  # and the cap was used
 
@@ -374,3 +380,50 @@ def test_the_one_process_command_on_postgres_resumes_without_redialing(
     assert sum(json.loads(capsys.readouterr().out)["counts"].values()) == 41
     lines = (tmp_path / "contacts.results.csv").read_text().splitlines()
     assert len(lines) == 42
+
+
+async def test_redials_are_claimed_again_and_never_exceed_max_attempts(
+    postgres_url: str, tmp_path: Path, voicehub_simulator_factory: Any
+) -> None:
+    from voicehub_async.campaign.redial import RedialPolicy
+
+    sim = voicehub_simulator_factory(
+        SimulatorConfig(time_scale=600.0, lifecycle=LifecycleConfig(outcomes={"busy": 1.0}))
+    )
+    source = _contacts(tmp_path / "contacts.csv", 15)
+    async with await PostgresStore.open(postgres_url) as store:
+        campaign = (await store.load("redial", source, agent_id="agent-1")).campaign
+    stores = [await PostgresStore.open(postgres_url) for _ in range(2)]
+    policy = RedialPolicy({"busy"}, after=0.5, max_attempts=3)
+    try:
+        async with VoiceHubClient(sim.api_key, base_url=sim.base_url) as client:
+            workers = [
+                CampaignWorker(
+                    client,
+                    s,
+                    campaign,
+                    name=f"w{i}",
+                    concurrency=5,
+                    poll_interval=0.1,
+                    max_poll_interval=0.3,
+                    redial=policy,
+                )
+                for i, s in enumerate(stores)
+            ]
+            await asyncio.wait_for(asyncio.gather(*(w.run() for w in workers)), timeout=120)
+        rows = [row async for row in stores[0].iter_rows(campaign.id)]
+        attempts = [a async for a in _attempts(stores[0], campaign.id)]
+    finally:
+        for s in stores:
+            await s.close()
+    assert {(row.state, row.dials) for row in rows} == {("busy", 3)}
+    assert collections.Counter(t.to for t in sim.triggers) == {row.number: 3 for row in rows}
+    assert len(attempts) == 45 and {a.state for a in attempts} == {"busy"}
+
+
+async def _attempts(store: PostgresStore, campaign: int) -> Any:
+    last = (0, 0)
+    while found := await store.attempts_after(campaign, last):
+        for attempt in found:
+            yield attempt
+        last = (found[-1].row, found[-1].attempt)
