@@ -39,7 +39,6 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from _common import (
     format_bytes,
     median,
-    phone_number,
     run_for_peak_rss,
     simulator_process,
 )
@@ -49,6 +48,13 @@ from voicehub_async.campaign import Campaign
 from voicehub_async.campaign.journal import Durability
 
 AGENT = "agent-bench"
+
+
+def phone_number(i: int) -> str:
+    """A distinct valid US number for every i < 8,000,000: a campaign dials
+    each number once, so a file that repeated numbers would measure the
+    duplicate check instead of the journal."""
+    return f"+1415{200 + i // 10_000:03d}{i % 10_000:04d}"
 
 
 def write_contacts(path: Path, count: int) -> Path:

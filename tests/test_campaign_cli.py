@@ -183,3 +183,84 @@ def test_demo_runs_end_to_end(tmp_path: Path, capsys: pytest.CaptureFixture[str]
     assert summary["demo"]["dialed_twice"] == 0
     assert sum(summary["counts"].values()) == 60
     assert (tmp_path / "results.csv").exists() and (tmp_path / "contacts.csv").exists()
+
+
+def test_demo_shows_a_duplicate_suppressed_rows_and_redials(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    code, out, _ = run(capsys, "demo", "--calls", "60", "--dir", str(tmp_path))
+    assert code == 0
+    outcomes = {
+        line.split()[0]: int(line.split()[1])
+        for line in out.splitlines()
+        if line.strip() and line.split()[0] in ("duplicate", "suppressed")
+    }
+    assert outcomes == {"duplicate": 1, "suppressed": 2}
+    redials = [line for line in out.splitlines() if line.strip().startswith("redials")]
+    assert redials and int(redials[0].split()[1]) > 0
+    assert "no number was dialed more often than its attempts say" in out
+
+
+def test_a_bad_do_not_call_list_is_a_usage_error_before_any_progress_line(
+    sim: SimulatorThread, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    source = contacts(tmp_path, 3)
+    dnc = tmp_path / "dnc.txt"
+    dnc.write_text("+14155550001\nN/A\n")
+    code, out, err = run(capsys, "campaign", str(source), "--agent", "a1", "--suppress", str(dnc))
+    assert code == 2
+    assert "line 2" in err and "campaign [" not in out + err
+    assert sim.trigger_count == 0
+
+
+@pytest.mark.parametrize(
+    ("options", "message"),
+    [
+        (["--redial", "busy,ambiguous"], "never redialed"),
+        (["--redial", "busy", "--no-poll"], "needs --poll"),
+        (["--calling-days", "weekdays"], "--calling-days"),
+        (["--max-wait", "soon"], "not a duration"),
+    ],
+)
+def test_bad_dialer_options_are_refused_before_anything_is_sent(
+    sim: SimulatorThread,
+    tmp_path: Path,
+    capsys: pytest.CaptureFixture[str],
+    options: list[str],
+    message: str,
+) -> None:
+    source = contacts(tmp_path, 2)
+    code = 0
+    try:
+        code = main(["campaign", str(source), "--agent", "a1", *options])
+    except SystemExit as exit:  # argparse's own usage errors
+        code = int(exit.code or 0)
+    _, err = capsys.readouterr()
+    assert code == 2 and message in err
+    assert sim.trigger_count == 0
+
+
+def test_a_row_scheduled_for_2031_does_not_hold_the_campaign(
+    sim: SimulatorThread, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    # Issue 10's case: with polling on, a row scheduled years ahead used to
+    # keep `voicehub campaign` running until then.
+    source = tmp_path / "contacts.csv"
+    source.write_text(
+        "to,scheduled_at\n+14155550001,\n+14155550002,2031-06-01T09:00Z\n+14155550003,\n"
+    )
+    code, out, _ = run(
+        capsys, "campaign", str(source), "--agent", "a1", "--poll-interval", "0.05",
+        "--progress-interval", "60",
+    )  # fmt: skip
+    assert code == 1
+    assert "unfinished: 1 scheduled for later, run again to follow them" in out
+    with (tmp_path / "contacts.results.csv").open() as stream:
+        rows = list(csv.DictReader(stream))
+    assert rows[1]["status"] == "scheduled" and rows[1]["scheduled_at"] == "2031-06-01T09:00"
+    assert sim.trigger_count == 3
+
+    code, out, _ = run(capsys, "campaign", str(source), "--agent", "a1", "--json")
+    assert code == 1 and sim.trigger_count == 3  # the resume follows it, dials nothing
+    summary = json.loads(out)
+    assert summary["later"] == 1 and summary["horizon_reached"] is True

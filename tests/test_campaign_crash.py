@@ -235,3 +235,80 @@ def test_a_second_signal_exits_at_once_and_the_journal_still_resumes(
     counts = sim.placed_counts()
     assert max(counts.values()) == 1
     assert len(counts) + sum(r["status"] == "ambiguous" for r in rows) >= ROWS
+
+
+@pytest.fixture
+def busy_sim(voicehub_simulator_factory: SimulatorFactory) -> SimulatorThread:
+    # Every call ends busy, quickly: every contact goes through its redials.
+    config = SimulatorConfig(
+        api_key=API_KEY,
+        time_scale=600,
+        seed=13,
+        lifecycle=LifecycleConfig(
+            queue_delay=(1.0, 5.0),
+            ring_time=(2.0, 10.0),
+            talk_time=(10.0, 60.0),
+            outcomes={"busy": 1.0},
+        ),
+        faults=FaultConfig(latency=(0.02, 0.08)),
+    )
+    return voicehub_simulator_factory(config)
+
+
+def test_sigkill_during_redials_places_no_extra_call(
+    busy_sim: SimulatorThread, tmp_path: Path
+) -> None:
+    sim = busy_sim
+    write_contacts(tmp_path / "contacts.csv")
+    redials = (
+        "--redial",
+        "busy",
+        "--redial-after",
+        "0.5",
+        "--max-attempts",
+        "3",
+        "--attempts-out",
+        str(tmp_path / "attempts.csv"),
+    )
+    rng = random.Random(7)
+    kills = 0
+    for _ in range(5):
+        process = start(sim, tmp_path, *redials)
+        # Kill once redials are under way (more triggers than rows), at a random moment.
+        target = max(sim.trigger_count, ROWS) + 5
+        if wait_until(lambda: sim.trigger_count >= target, process, 40):  # noqa: B023
+            time.sleep(rng.uniform(0.0, 0.4))
+        if process.poll() is None:
+            process.send_signal(signal.SIGKILL)
+            kills += 1
+        process.communicate(timeout=30)
+        if sim.trigger_count >= 3 * ROWS - 20:
+            break
+    assert kills >= 2
+
+    code, _, err = finish(start(sim, tmp_path, *redials), timeout=120)
+    assert code in (0, 1), err
+    rows = results(tmp_path)
+    assert len(rows) == ROWS
+    # Never more than --max-attempts calls to a number, across every kill.
+    placed = sim.placed_counts()
+    assert max(placed.values()) <= 3
+    # Every call the simulator created is an attempt the journal knows, or
+    # belongs to an attempt reported ambiguous (not redialed after it).
+    with (tmp_path / "attempts.csv").open() as stream:
+        attempts = list(csv.DictReader(stream))
+    known = {a["call_id"] for a in attempts if a["call_id"]}
+    ambiguous_rows = {a["row"] for a in attempts if a["status"] == "ambiguous"}
+    for record in list(sim.triggers):
+        if record.created:
+            assert record.call_id in known or any(
+                r["to"] == record.to and r["row"] in ambiguous_rows for r in rows
+            )
+    for row in rows:
+        if row["status"] == "busy":
+            assert row["attempts"] == "3" and placed[row["to"]] == 3
+        else:
+            assert row["status"] == "ambiguous", row
+            # Its last attempt may or may not have placed a call; never another after it.
+            assert placed[row["to"]] <= int(row["attempts"])
+    assert code == (1 if any(r["status"] == "ambiguous" for r in rows) else 0)

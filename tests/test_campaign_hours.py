@@ -139,3 +139,43 @@ def test_a_wanted_time_outside_the_window_is_moved() -> None:
     outside = datetime(2030, 1, 20, 23, 0, tzinfo=UTC)  # 23:00 in London
     assert hours().next_allowed(LONDON, now, inside) == inside
     assert hours().next_allowed(LONDON, now, outside) == datetime(2030, 1, 21, 9, 0, tzinfo=UTC)
+
+
+# -- calling days -----------------------------------------------------------------------------
+
+
+def test_parse_calling_days() -> None:
+    from voicehub_async.campaign.hours import parse_calling_days
+
+    assert parse_calling_days("mon-fri") == {0, 1, 2, 3, 4}
+    assert parse_calling_days("Sat,sun") == {5, 6}
+    assert parse_calling_days("fri-mon") == {4, 5, 6, 0}
+    assert parse_calling_days("monday,wed") == {0, 2}
+    for bad in ("", "weekdays", "mon-", "mon-xyz"):
+        with pytest.raises(ValueError, match="weekdays"):
+            parse_calling_days(bad)
+
+
+def test_calling_days_move_a_weekend_call_to_monday_in_the_contacts_zone() -> None:
+    weekdays = CallingHours.parse("09:00-20:00", days="mon-fri")
+    # Saturday 2030-06-01 12:00 in San Francisco.
+    saturday = datetime(2030, 6, 1, 12, 0, tzinfo=ZoneInfo("America/Los_Angeles"))
+    when = weekdays.next_allowed(SAN_FRANCISCO, saturday)
+    assert when == datetime(2030, 6, 3, 9, 0, tzinfo=ZoneInfo("America/Los_Angeles"))
+    assert weekdays.what_excludes(SAN_FRANCISCO, saturday) == "calling days"
+    # Friday 23:30 in Sydney is already Saturday there... and Friday in London:
+    # each contact's own zone decides.
+    friday_utc = datetime(2030, 5, 31, 14, 0, tzinfo=UTC)  # Sat 00:00 Sydney, Fri 15:00 London
+    assert weekdays.next_allowed(LONDON, friday_utc) is None
+    sydney = weekdays.next_allowed(SYDNEY, friday_utc)
+    assert sydney is not None and sydney.astimezone(ZoneInfo("Australia/Sydney")).weekday() == 0
+
+
+def test_calling_days_without_hours_open_the_whole_day() -> None:
+    weekends = CallingHours.parse(None, days="sat-sun")
+    friday_night = datetime(2030, 5, 31, 23, 59, tzinfo=ZoneInfo("Europe/London"))
+    assert weekends.next_allowed(LONDON, friday_night) == datetime(
+        2030, 6, 1, 0, 0, tzinfo=ZoneInfo("Europe/London")
+    )
+    sunday = datetime(2030, 6, 2, 3, 0, tzinfo=ZoneInfo("Europe/London"))
+    assert weekends.next_allowed(LONDON, sunday) is None

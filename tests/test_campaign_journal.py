@@ -13,11 +13,12 @@ import pytest
 
 from voicehub_async.campaign.groupcommit import GroupCommitter
 from voicehub_async.campaign.journal import (
-    SQL_INVALID,
-    SQL_MARK_SENDING,
     Journal,
     JournalError,
     JournalMismatchError,
+    JournalOp,
+    MarkSending,
+    RecordInvalid,
 )
 from voicehub_async.campaign.results import write_results
 
@@ -29,9 +30,15 @@ def committed_state(path: Path, row: int) -> str | None:
     return None if found is None else str(found[0])
 
 
-def mark(row: int) -> tuple[str, tuple[object, ...]]:
-    now = time.time()
-    return (SQL_MARK_SENDING, (row, f"h{row}", f"+1415555{row:04d}", now, now))
+def mark(row: int) -> MarkSending:
+    return MarkSending(row, f"h{row}", f"+1415555{row:04d}", 1, time.time())
+
+
+class Broken(JournalOp):
+    """A write whose SQL cannot run."""
+
+    def statements(self) -> list[tuple[str, tuple[object, ...]]]:
+        return [("INSERT INTO no_such_table VALUES (?)", (1,))]
 
 
 @pytest.fixture
@@ -69,7 +76,7 @@ async def test_concurrent_marks_share_commits(journal: Journal) -> None:
 async def test_writes_without_a_mark_are_flushed_after_a_short_delay(journal: Journal) -> None:
     committer = GroupCommitter(journal, max_delay=0.01)
     now = time.time()
-    committer.write((SQL_INVALID, (5, "h5", "x", "to: bad", now, now)))
+    committer.write(RecordInvalid(5, "h5", "x", "to: bad", now))
     assert committed_state(journal.path, 5) is None
     for _ in range(200):
         await asyncio.sleep(0.01)
@@ -82,7 +89,7 @@ async def test_writes_without_a_mark_are_flushed_after_a_short_delay(journal: Jo
 async def test_a_failed_commit_fails_its_marks_and_stops_the_committer(journal: Journal) -> None:
     committer = GroupCommitter(journal)
     with pytest.raises(sqlite3.Error):
-        await committer.mark(("INSERT INTO no_such_table VALUES (?)", (1,)))
+        await committer.mark(Broken())
     with pytest.raises(JournalError, match="cannot be written"):
         await committer.mark(mark(2))
     assert committed_state(journal.path, 2) is None
@@ -121,7 +128,7 @@ async def test_results_have_one_line_per_row(journal: Journal, tmp_path: Path) -
     committer = GroupCommitter(journal)
     await committer.mark(mark(2))
     now = time.time()
-    committer.write((SQL_INVALID, (4, "h4", "12", "to: not a valid phone number", now, now)))
+    committer.write(RecordInvalid(4, "h4", "12", "to: not a valid phone number", now))
     await committer.aclose()
     out = tmp_path / "results.csv"
     assert write_results(out, journal.iter_rows(), total=5) == 5
@@ -130,3 +137,28 @@ async def test_results_have_one_line_per_row(journal: Journal, tmp_path: Path) -
     assert [r["row"] for r in rows] == ["1", "2", "3", "4", "5"]
     assert [r["status"] for r in rows] == ["pending", "sending", "pending", "invalid", "pending"]
     assert rows[3]["error"] == "to: not a valid phone number"
+
+
+def test_a_migration_that_fails_half_way_leaves_the_old_journal_as_it_was(
+    tmp_path: Path,
+) -> None:
+    # A 0.1 journal whose rows table cannot take one of the new columns: the
+    # upgrade fails after its first steps, and must undo them all.
+    path = tmp_path / "old.db"
+    with sqlite3.connect(path) as db:
+        db.execute("CREATE TABLE meta (key TEXT PRIMARY KEY, value TEXT NOT NULL)")
+        db.execute("INSERT INTO meta VALUES ('schema_version', '1')")
+        db.execute(
+            "CREATE TABLE rows (row INTEGER PRIMARY KEY, input_hash TEXT NOT NULL, number TEXT, "
+            "state TEXT NOT NULL, call_id TEXT, attempts INTEGER, updated_at REAL, note TEXT)"
+        )
+        db.execute("INSERT INTO rows VALUES (1, 'h1', '+14155550001', 'completed', 'c1', 1, 0, '')")
+    with pytest.raises(JournalError):
+        Journal.open(path)
+    with sqlite3.connect(path) as db:
+        columns = [c[1] for c in db.execute("PRAGMA table_info(rows)")]
+        tables = {t for (t,) in db.execute("SELECT name FROM sqlite_master WHERE type='table'")}
+        version = db.execute("SELECT value FROM meta").fetchone()
+    assert "dials" not in columns and "attempts" not in tables and version == ("1",)
+    with pytest.raises(JournalError, match="cannot use"):  # not "in use": the lock was released
+        Journal.open(path)

@@ -181,9 +181,7 @@ async def test_trigger_and_get_call(client: VoiceHubClient, sim: SimulatorThread
     assert str(done.status) == "Completed"
 
 
-async def test_numbers_normalised_before_sending(
-    sim: SimulatorThread, sleeps: Sleeps
-) -> None:
+async def test_numbers_normalised_before_sending(sim: SimulatorThread, sleeps: Sleeps) -> None:
     async with make_client(sim, sleeps, default_region="US") as client:
         await client.trigger_call("(415) 555-0123", AGENT, from_number="415.555.0199")
     [record] = sim.triggers
@@ -321,18 +319,37 @@ async def test_400_bad_request_with_the_service_message(
 @pytest.mark.parametrize(
     ("fault", "cls", "message"),
     [
-        (Fault.status(422, {"message": "scheduledAt is in the past"}), BadRequestError,
-         "scheduledAt is in the past"),
-        (Fault.status(400, {"statusCode": 400, "message": ["to is bad", "from is bad"],
-                            "error": "Bad Request"}), BadRequestError, "to is bad; from is bad"),
-        (Fault.status(403, {"error": {"message": "agent belongs to another account"}}),
-         PermissionDeniedError, "agent belongs to another account"),
+        (
+            Fault.status(422, {"message": "scheduledAt is in the past"}),
+            BadRequestError,
+            "scheduledAt is in the past",
+        ),
+        (
+            Fault.status(
+                400,
+                {
+                    "statusCode": 400,
+                    "message": ["to is bad", "from is bad"],
+                    "error": "Bad Request",
+                },
+            ),
+            BadRequestError,
+            "to is bad; from is bad",
+        ),
+        (
+            Fault.status(403, {"error": {"message": "agent belongs to another account"}}),
+            PermissionDeniedError,
+            "agent belongs to another account",
+        ),
         (Fault.status(404, {"detail": "no such call"}), NotFoundError, "no such call"),
         (Fault.status(418, "I'm a teapot"), APIStatusError, "I'm a teapot"),
     ],
 )
 async def test_error_classes_and_messages(
-    client: VoiceHubClient, sim: SimulatorThread, fault: Any, cls: type[APIStatusError],
+    client: VoiceHubClient,
+    sim: SimulatorThread,
+    fault: Any,
+    cls: type[APIStatusError],
     message: str,
 ) -> None:
     sim.inject(fault, endpoint="status")
@@ -527,9 +544,7 @@ async def test_reset_on_trigger_is_ambiguous(
     assert sim.calls_placed_to(TO) == (1 if create else 0)
 
 
-async def test_reset_on_get_call_retried(
-    client: VoiceHubClient, sim: SimulatorThread
-) -> None:
+async def test_reset_on_get_call_retried(client: VoiceHubClient, sim: SimulatorThread) -> None:
     call = await client.trigger_call(TO, AGENT)
     # aiohttp itself re-sends an idempotent GET once on a dropped connection
     # (never a POST); three resets outlast that, so the client's retry shows.
@@ -591,9 +606,7 @@ async def test_ambiguous_retry_is_opt_in(sim: SimulatorThread, sleeps: Sleeps) -
     assert sim.calls_placed_to(TO) == 2
 
 
-async def test_could_not_connect_retried_for_a_trigger(
-    closed_port: int, sleeps: Sleeps
-) -> None:
+async def test_could_not_connect_retried_for_a_trigger(closed_port: int, sleeps: Sleeps) -> None:
     async with VoiceHubClient(
         "key",
         base_url=f"http://127.0.0.1:{closed_port}",
@@ -630,9 +643,7 @@ async def test_could_not_connect_then_the_service_is_back(
     assert sim.calls_placed_to(TO) == 1
 
 
-async def test_max_retries_zero_per_call(
-    client: VoiceHubClient, sim: SimulatorThread
-) -> None:
+async def test_max_retries_zero_per_call(client: VoiceHubClient, sim: SimulatorThread) -> None:
     sim.inject(Fault.status(503), endpoint="trigger")
     with pytest.raises(ServerError) as info:
         await client.trigger_call(TO, AGENT, max_retries=0)
@@ -663,9 +674,7 @@ async def test_waiting_for_a_pooled_connection_is_not_ambiguous(
     assert len(sim.triggers) == 1  # only the first trigger
 
 
-@pytest.mark.parametrize(
-    "call_id", [None, "", "  ", {"nested": "id"}, ["id"], True], ids=repr
-)
+@pytest.mark.parametrize("call_id", [None, "", "  ", {"nested": "id"}, ["id"], True], ids=repr)
 async def test_trigger_answer_without_a_usable_call_id_is_ambiguous(
     client: VoiceHubClient, sim: SimulatorThread, call_id: Any
 ) -> None:

@@ -258,8 +258,15 @@ def test_default_base_url() -> None:
 
 @pytest.mark.parametrize(
     "url",
-    ["http://voicehub.dataqueue.ai", "http://10.0.0.5:8080", "http://localhost.evil.example",
-     "ftp://voicehub.dataqueue.ai", "voicehub.dataqueue.ai", "https://", "http://0.0.0.0:80"],
+    [
+        "http://voicehub.dataqueue.ai",
+        "http://10.0.0.5:8080",
+        "http://localhost.evil.example",
+        "ftp://voicehub.dataqueue.ai",
+        "voicehub.dataqueue.ai",
+        "https://",
+        "http://0.0.0.0:80",
+    ],
 )
 def test_insecure_or_malformed_base_url_refused(url: str) -> None:
     with pytest.raises(ValueError):
@@ -268,8 +275,14 @@ def test_insecure_or_malformed_base_url_refused(url: str) -> None:
 
 @pytest.mark.parametrize(
     "url",
-    ["http://127.0.0.1:8080", "http://localhost:1", "http://[::1]:8080", "http://127.9.9.9",
-     "http://api.localhost", "https://example.com/prefix"],
+    [
+        "http://127.0.0.1:8080",
+        "http://localhost:1",
+        "http://[::1]:8080",
+        "http://127.9.9.9",
+        "http://api.localhost",
+        "https://example.com/prefix",
+    ],
 )
 def test_loopback_http_and_https_accepted(url: str) -> None:
     assert VoiceHubClient("k", base_url=url).base_url == url
@@ -298,9 +311,7 @@ async def test_session_created_lazily_and_closed_by_aclose(
         await client.get_call("c")
 
 
-async def test_session_passed_in_is_used_and_not_closed(
-    api_key: str, mocked: aioresponses
-) -> None:
+async def test_session_passed_in_is_used_and_not_closed(api_key: str, mocked: aioresponses) -> None:
     mocked.get(f"{BASE}/api/v1/calls/status/c/", payload={"id": "c", "status": "queued"})
     async with aiohttp.ClientSession() as session:
         async with VoiceHubClient(api_key, session=session) as client:

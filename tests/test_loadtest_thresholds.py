@@ -242,6 +242,17 @@ def test_cli_failing_threshold_exits_99_with_junit(tmp_path: Path) -> None:
     assert "1 threshold(s) failed: time_to_started.p95<1ms (exit status 99)" in done.stdout
 
 
+@pytest.mark.slow
+def test_cli_the_same_with_a_threshold_that_holds_exits_0(tmp_path: Path) -> None:
+    done = _voicehub(
+        "loadtest", "--simulate", "--threshold", "time_to_started.p95<1h", "--junit", "j.xml",
+        cwd=tmp_path,
+    )  # fmt: skip
+    assert done.returncode == 0, done.stderr
+    assert _junit(tmp_path / "j.xml") == [("run", True), ("time_to_started.p95<1h", True)]
+    assert "all 1 threshold(s) passed" in done.stdout
+
+
 def test_cli_thresholds_that_hold_exit_0(
     tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
@@ -343,3 +354,23 @@ def test_cli_every_trigger_failing_exits_1(
     assert hint in out
     assert _junit(junit) == [("run", False)]
     assert sim.created_count == 0
+
+
+def test_html_report_marks_each_threshold() -> None:
+    pytest.importorskip("matplotlib")
+    from voicehub_async.loadtest import render_html
+
+    result = _scripted().result(_info(aborted_by="ambiguous==0"), until=10.0)
+    thresholds = [Threshold.parse("ambiguous==0"), Threshold.parse("dropped_rate<50%")]
+    page = render_html(attrs.evolve(result, verdicts=check_all(thresholds, result)))
+    assert "Thresholds: 1 of 2 failed" in page
+    assert (
+        '<tr class="fail"><td class="mark">✗ fail</td><th><code>ambiguous==0</code></th>'
+        '<td>1</td><td class="note">could not hold any more: it stopped the ramp</td></tr>'
+    ) in page
+    assert (
+        '<tr class="pass"><td class="mark">✓ pass</td><th><code>dropped_rate&lt;50%</code></th>'
+        "<td>25%</td>"
+    ) in page
+    # Without thresholds, no section at all.
+    assert "Thresholds" not in render_html(result)

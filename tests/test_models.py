@@ -83,8 +83,14 @@ def test_is_terminal(name: str, terminal: bool) -> None:
 
 def test_constants_match_documentation() -> None:
     constants = [
-        CallStatus.QUEUED, CallStatus.SCHEDULED, CallStatus.STARTED, CallStatus.IN_PROGRESS,
-        CallStatus.COMPLETED, CallStatus.FAILED, CallStatus.CANCELLED, CallStatus.UNANSWERED,
+        CallStatus.QUEUED,
+        CallStatus.SCHEDULED,
+        CallStatus.STARTED,
+        CallStatus.IN_PROGRESS,
+        CallStatus.COMPLETED,
+        CallStatus.FAILED,
+        CallStatus.CANCELLED,
+        CallStatus.UNANSWERED,
         CallStatus.BUSY,
     ]
     assert sorted(c.name for c in constants) == sorted(DOCUMENTED)
@@ -143,8 +149,10 @@ def test_call_structure_refuses_non_call(raw: Any) -> None:
     ("raw", "urls"),
     [
         ("https://r.example/a.wav", ("https://r.example/a.wav",)),
-        (["https://r.example/a.wav", "https://r.example/b.wav"],
-         ("https://r.example/a.wav", "https://r.example/b.wav")),
+        (
+            ["https://r.example/a.wav", "https://r.example/b.wav"],
+            ("https://r.example/a.wav", "https://r.example/b.wav"),
+        ),
         ({"recordings": ["https://r.example/a.wav"]}, ("https://r.example/a.wav",)),
         ({"callId": "c1", "url": "https://r.example/a.wav"}, ("https://r.example/a.wav",)),
         ({"recordings": [{"url": "/recordings/a.wav"}]}, ("/recordings/a.wav",)),
@@ -249,9 +257,7 @@ def _valid_numbers() -> st.SearchStrategy[phonenumbers.PhoneNumber]:
 @given(_valid_numbers())
 def test_any_valid_number_round_trips(number: phonenumbers.PhoneNumber) -> None:
     e164 = phonenumbers.format_number(number, phonenumbers.PhoneNumberFormat.E164)
-    international = phonenumbers.format_number(
-        number, phonenumbers.PhoneNumberFormat.INTERNATIONAL
-    )
+    international = phonenumbers.format_number(number, phonenumbers.PhoneNumberFormat.INTERNATIONAL)
     region = phonenumbers.region_code_for_number(number)
     assume(region not in (None, "001", "ZZ"))
     assert normalize_number(e164, "to") == e164
@@ -287,7 +293,8 @@ def test_format_scheduled_at_is_utc_minutes() -> None:
 @settings(deadline=None)
 @given(
     st.datetimes(
-        min_value=datetime(2000, 1, 1), max_value=datetime(2200, 1, 1),
+        min_value=datetime(2000, 1, 1),
+        max_value=datetime(2200, 1, 1),
         timezones=st.sampled_from([timezone(timedelta(minutes=m)) for m in range(-720, 841, 15)]),
     )
 )

@@ -71,9 +71,7 @@ class FakeReader:
             self._read_seen.clear()
             await asyncio.wait_for(self._read_seen.wait(), 10)
 
-    async def get_call(
-        self, call_id: str, *, timeout: Any = None, max_retries: Any = None
-    ) -> Call:
+    async def get_call(self, call_id: str, *, timeout: Any = None, max_retries: Any = None) -> Call:
         self.reads.append((call_id, time.monotonic()))
         self.in_flight += 1
         self._read_seen.set()
@@ -148,7 +146,10 @@ async def test_a_bare_id_is_read_at_once_and_its_first_status_is_a_change() -> N
         first = await stream.__anext__()
         await stream.aclose()
     assert (first.call_id, first.old, first.new, first.source) == (
-        "x", None, CallStatus.IN_PROGRESS, "poll",
+        "x",
+        None,
+        CallStatus.IN_PROGRESS,
+        "poll",
     )
     assert first.call is not None and first.call.status == CallStatus.IN_PROGRESS
     assert first.at.tzinfo is not None
@@ -547,8 +548,12 @@ async def test_hundreds_of_calls_to_their_final_status(
         ghosts = {str(uuid.uuid4()) for _ in range(30)}
 
         async with StatusPoller(
-            client, concurrency=30, min_interval=0.05, max_interval=0.3,
-            scheduled_lead=lead, max_not_found=3,
+            client,
+            concurrency=30,
+            min_interval=0.05,
+            max_interval=0.3,
+            scheduled_lead=lead,
+            max_not_found=3,
         ) as poller:
             starts: dict[str, float] = {}
             for call in calls:

@@ -8,8 +8,11 @@ from __future__ import annotations
 import warnings
 from collections.abc import AsyncIterator
 
+import phonenumbers
 import pytest
 from aioresponses import aioresponses
+from hypothesis import given, settings
+from hypothesis import strategies as st
 from yarl import URL
 
 from voicehub_async import (
@@ -19,7 +22,7 @@ from voicehub_async import (
     PreparedRequest,
     VoiceHubClient,
 )
-from voicehub_async.models import NumberCache, normalize_number, prepare_request
+from voicehub_async.models import NumberCache, is_valid_number, normalize_number, prepare_request
 
 BASE = "https://voicehub.dataqueue.ai"
 TRIGGER_URL = f"{BASE}/api/v1/calls/api-call"
@@ -136,3 +139,54 @@ async def test_dispatch_does_not_validate_prepared_requests_again(
     assert sorted(j["to"] for j in sent_json(mock_aiohttp)) == [  # type: ignore[index]
         f"+1415555010{i}" for i in range(5)
     ]
+
+
+# -- is_valid_number: libphonenumber's answer, computed once --------------------------------
+
+
+def _sample_numbers() -> list[phonenumbers.PhoneNumber]:
+    numbers = []
+    for region in sorted(phonenumbers.SUPPORTED_REGIONS):
+        for kind in (
+            phonenumbers.PhoneNumberType.FIXED_LINE,
+            phonenumbers.PhoneNumberType.MOBILE,
+            phonenumbers.PhoneNumberType.TOLL_FREE,
+            phonenumbers.PhoneNumberType.PREMIUM_RATE,
+            phonenumbers.PhoneNumberType.VOIP,
+        ):
+            example = phonenumbers.example_number_for_type(region, kind)
+            if example is not None:
+                numbers.append(example)
+                # Neighbours of a valid number: some valid, some not.
+                for delta in (1, 7, 10, 1000):
+                    numbers.append(
+                        phonenumbers.PhoneNumber(
+                            country_code=example.country_code,
+                            national_number=example.national_number + delta,
+                        )
+                    )
+        invalid = phonenumbers.invalid_example_number(region)
+        if invalid is not None:
+            numbers.append(invalid)
+    for code in phonenumbers.COUNTRY_CODES_FOR_NON_GEO_REGIONS:
+        example = phonenumbers.example_number_for_non_geo_entity(code)
+        if example is not None:
+            numbers.append(example)
+    return numbers
+
+
+def test_is_valid_number_agrees_with_libphonenumber_everywhere() -> None:
+    numbers = _sample_numbers()
+    assert len(numbers) > 3000
+    for number in numbers:
+        assert is_valid_number(number) == phonenumbers.is_valid_number(number), number
+
+
+@settings(max_examples=300, deadline=None)
+@given(
+    st.sampled_from([1, 7, 44, 47, 61, 262, 290, 358, 590, 599, 33, 49, 999, 800]),
+    st.integers(min_value=0, max_value=10**12),
+)
+def test_is_valid_number_agrees_on_any_digits(code: int, national: int) -> None:
+    number = phonenumbers.PhoneNumber(country_code=code, national_number=national)
+    assert is_valid_number(number) == phonenumbers.is_valid_number(number)

@@ -311,8 +311,16 @@ async def test_backoff_is_jittered_exponential_within_bounds() -> None:
 
 @pytest.mark.parametrize(
     ("value", "seconds"),
-    [("3", 3.0), (" 1.5 ", 1.5), ("0", 0.0), ("-4", 0.0), (None, None), ("", None),
-     ("soon", None), ("nan", None)],
+    [
+        ("3", 3.0),
+        (" 1.5 ", 1.5),
+        ("0", 0.0),
+        ("-4", 0.0),
+        (None, None),
+        ("", None),
+        ("soon", None),
+        ("nan", None),
+    ],
 )
 def test_parse_retry_after_seconds(value: str | None, seconds: float | None) -> None:
     assert parse_retry_after(value) == seconds

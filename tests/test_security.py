@@ -76,9 +76,7 @@ async def listener() -> AsyncIterator[Listener]:
 
 @pytest.fixture
 def sim(voicehub_simulator_factory: pytest_plugin.SimulatorFactory) -> SimulatorThread:
-    return voicehub_simulator_factory(
-        SimulatorConfig(api_key=SECRET_KEY, known_agents={"agent-1"})
-    )
+    return voicehub_simulator_factory(SimulatorConfig(api_key=SECRET_KEY, known_agents={"agent-1"}))
 
 
 def texts_of(error: BaseException) -> list[str]:
@@ -173,8 +171,9 @@ async def test_key_absent_from_every_log_line_and_error(
         await expect_error(client.trigger_call(TO, "agent-1"))
         sim.clear_faults()
         # the service echoing the key back in an error body
-        sim.inject(Fault.status(400, {"message": f"key {SECRET_KEY} is not allowed"}),
-                   endpoint="status")
+        sim.inject(
+            Fault.status(400, {"message": f"key {SECRET_KEY} is not allowed"}), endpoint="status"
+        )
         await expect_error(client.get_call(call.id))
         assert "<redacted>" in str(errors[-1])
         # ambiguous triggers: 5xx, reset, read timeout
@@ -219,9 +218,16 @@ async def test_key_absent_from_every_log_line_and_error(
 
     kinds = {type(e).__name__ for e in errors}
     assert {
-        "InvalidRequestError", "BadRequestError", "PermissionDeniedError", "NotFoundError",
-        "RateLimitError", "ServerError", "AmbiguousTriggerError", "RedirectError",
-        "AuthenticationError", "APIConnectionError",
+        "InvalidRequestError",
+        "BadRequestError",
+        "PermissionDeniedError",
+        "NotFoundError",
+        "RateLimitError",
+        "ServerError",
+        "AmbiguousTriggerError",
+        "RedirectError",
+        "AuthenticationError",
+        "APIConnectionError",
     } <= kinds
     texts = [text for error in errors for text in texts_of(error)]
     assert_no_key(texts, SECRET_KEY, WRONG_KEY)

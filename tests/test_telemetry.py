@@ -288,6 +288,20 @@ async def test_concurrent_operations_keep_their_own_requests(otel: Otel) -> None
     assert len(operations) == 5 and len(spans) == 15
 
 
+def test_an_operation_nests_under_the_current_span(otel: Otel) -> None:
+    """In a web backend, the trigger shows up under the web request's span."""
+    tracer = otel.telemetry._tracer
+    with tracer.start_as_current_span("POST /calls") as web_request:
+        with otel.telemetry.operation("get_call") as op:
+            with op.request("GET", STATUS, f"{BASE}/api/v1/calls/status/c/") as r:
+                r.answered(200)
+    request, operation, web = otel.finished()
+    assert web.context.span_id == web_request.get_span_context().span_id
+    assert operation.parent is not None and operation.parent.span_id == web.context.span_id
+    assert request.parent is not None and request.parent.span_id == operation.context.span_id
+    assert request.context.trace_id == web.context.trace_id
+
+
 def test_gauges_for_dispatches_and_campaigns(otel: Otel) -> None:
     live = {"a": 12, "b": 3, "c": 30}
     reads: list[str] = []

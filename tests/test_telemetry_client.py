@@ -107,6 +107,19 @@ async def test_trigger_spans_and_metrics(otel: Otel, voicehub_simulator: Simulat
     _assert_nothing_personal(otel, sim.api_key)
 
 
+async def test_a_scheduled_trigger(otel: Otel, voicehub_simulator: SimulatorThread) -> None:
+    from datetime import datetime, timedelta, timezone
+
+    later = datetime.now(timezone.utc) + timedelta(days=1)
+    async with _client(voicehub_simulator, otel) as client:
+        await client.trigger_call(NUMBER, "agent-1", scheduled_at=later)
+    operation = otel.finished()[-1]
+    assert _attributes(operation)["voicehub.outcome"] == "scheduled"
+    assert [(a, p.value) for a, p in otel.points()["voicehub.triggers"]] == [
+        ({"voicehub.trigger.outcome": "scheduled"}, 1)
+    ]
+
+
 async def test_a_retried_read(otel: Otel, voicehub_simulator: SimulatorThread) -> None:
     sim = voicehub_simulator
     async with _client(sim, otel) as client:

@@ -101,7 +101,9 @@ def test_call_status_changed_parsed_and_typed() -> None:
     assert event.status == CallStatus.IN_PROGRESS
     assert event.timestamp == T0
     assert (event.agent_id, event.user_number, event.agent_number) == (
-        "agent-7", "+15551234567", "+15557654321",
+        "agent-7",
+        "+15551234567",
+        "+15557654321",
     )
     assert event.raw["status"] == "In-Progress"
     # Frozen and slotted.
@@ -118,7 +120,8 @@ def test_header_names_compared_without_case() -> None:
 def test_recordings_and_analysis_events() -> None:
     rec = parse_event(
         body(eventType="RecordingsAvailable", status=None, recordings=["/r/1.wav", "/r/2.wav"]),
-        HEADERS, SECRET,
+        HEADERS,
+        SECRET,
     )
     assert isinstance(rec, RecordingsAvailable)
     assert rec.recordings == ("/r/1.wav", "/r/2.wav")
@@ -127,9 +130,13 @@ def test_recordings_and_analysis_events() -> None:
     )
     assert isinstance(single, RecordingsAvailable) and single.recordings == ("/r/1.wav",)
     analysis = parse_event(
-        body(eventType="AnalysisResultReady", analysisId="an-1",
-             analysisResultUrl="https://voicehub.dataqueue.ai/api/v1/analysis/an-1"),
-        HEADERS, SECRET,
+        body(
+            eventType="AnalysisResultReady",
+            analysisId="an-1",
+            analysisResultUrl="https://voicehub.dataqueue.ai/api/v1/analysis/an-1",
+        ),
+        HEADERS,
+        SECRET,
     )
     assert isinstance(analysis, AnalysisResultReady)
     assert analysis.analysis_id == "an-1"
@@ -147,7 +154,8 @@ def test_unknown_event_kept_not_refused() -> None:
 def test_optional_fields_may_be_missing() -> None:
     event = parse_event(
         body(eventId=None, timestamp=None, agentId=None, userNumber=None, agentNumber=None),
-        HEADERS, SECRET,
+        HEADERS,
+        SECRET,
     )
     assert isinstance(event, CallStatusChanged)
     assert event.event_id is None and event.timestamp is None and event.agent_id is None
@@ -556,11 +564,17 @@ async def test_out_of_order_status_never_moves_backwards(
             await post(session, url, status_body("e-other", "queued", t[0], call_id="call-2")),
         ]
     assert [data["status"] for _, data in answers] == [
-        "accepted", "stale", "accepted", "stale", "accepted",
+        "accepted",
+        "stale",
+        "accepted",
+        "stale",
+        "accepted",
     ]
     assert all(status == 200 for status, _ in answers)  # VoiceHub must stop retrying
     assert [(e.call_id, e.status.name) for e in poller.ingested] == [
-        ("call-1", "started"), ("call-1", "completed"), ("call-2", "queued"),
+        ("call-1", "started"),
+        ("call-1", "completed"),
+        ("call-2", "queued"),
     ]
     assert seen == poller.ingested
     assert receiver.stats.stale == 2
@@ -657,9 +671,10 @@ async def test_oversized_bodies_refused(session: aiohttp.ClientSession) -> None:
         aiohttp_app(receiver, max_body=1000),
         asgi_bridge(WebhookASGIApp(receiver, max_body=1000)),
     ):
-        async with serve_aiohttp_app(app) as url, session.post(
-            url, data=big, headers=HEADERS
-        ) as response:
+        async with (
+            serve_aiohttp_app(app) as url,
+            session.post(url, data=big, headers=HEADERS) as response,
+        ):
             assert response.status == 413
     assert receiver.stats.accepted == 0
 
@@ -692,12 +707,18 @@ def timeline(*statuses: str) -> list[tuple[datetime, str]]:
 def test_sender_builds_documented_bodies() -> None:
     sender = WebhookSender("http://127.0.0.1:9/", SECRET, seed=1)
     events = sender.call_events(
-        "c1", timeline("Queued", "Started", "In-Progress", "Completed"),
-        agent_id="a1", user_number="+15551234567", agent_number="+15557654321",
+        "c1",
+        timeline("Queued", "Started", "In-Progress", "Completed"),
+        agent_id="a1",
+        user_number="+15551234567",
+        agent_number="+15557654321",
     )
     assert [e["eventType"] for e in events] == ["CallStatusChanged"] * 4 + ["RecordingsAvailable"]
     assert [e.get("status") for e in events[:4]] == [
-        "queued", "started", "in-progress", "completed",
+        "queued",
+        "started",
+        "in-progress",
+        "completed",
     ]
     assert events[-1]["recordings"] == ["/recordings/c1.wav"]
     assert len({e["eventId"] for e in events}) == 5
@@ -711,8 +732,9 @@ def test_sender_builds_documented_bodies() -> None:
 
 def test_sender_plan_is_seeded_and_loses_nothing() -> None:
     def plan(seed: int) -> list[tuple[str, bool, bool]]:
-        sender = WebhookSender("http://127.0.0.1:9/", SECRET, repeat_rate=0.5,
-                               reorder_rate=0.5, seed=seed)
+        sender = WebhookSender(
+            "http://127.0.0.1:9/", SECRET, repeat_rate=0.5, reorder_rate=0.5, seed=seed
+        )
         events = sender.call_events("c", timeline("queued", "started", "in-progress", "completed"))
         return [(e["eventId"], rep, reo) for e, _, rep, reo in sender.plan(events)]
 
@@ -728,9 +750,10 @@ async def test_sender_with_repeats_and_reordering_through_the_receiver() -> None
     seen: list[Any] = []
     receiver = WebhookReceiver(SECRET, poller=poller, on_event=seen.append)
     statuses = ("queued", "started", "in-progress", "completed")
-    async with serve_with_aiohttp(receiver) as url, WebhookSender(
-        url, SECRET, repeat_rate=1.0, reorder_rate=1.0, seed=3
-    ) as sender:
+    async with (
+        serve_with_aiohttp(receiver) as url,
+        WebhookSender(url, SECRET, repeat_rate=1.0, reorder_rate=1.0, seed=3) as sender,
+    ):
         for n in range(5):
             await sender.send_call(f"call-{n}", timeline(*statuses))
     assert all(d.ok for d in sender.deliveries)
@@ -742,8 +765,9 @@ async def test_sender_with_repeats_and_reordering_through_the_receiver() -> None
         ranks = [statuses.index(s.name) for s in history]
         assert ranks == sorted(ranks) and len(set(ranks)) == len(ranks)  # never backwards
         assert history[-1] == CallStatus.COMPLETED
-        recordings = [e for e in seen if isinstance(e, RecordingsAvailable) and e.call_id
-                      == f"call-{n}"]
+        recordings = [
+            e for e in seen if isinstance(e, RecordingsAvailable) and e.call_id == f"call-{n}"
+        ]
         assert len(recordings) == 1
 
 
@@ -756,9 +780,10 @@ async def test_sender_retries_like_voicehub_until_accepted() -> None:
 
     app = web.Application()
     app.router.add_post("/", flaky)
-    async with serve_aiohttp_app(app) as url, WebhookSender(
-        url, SECRET, retries=2, retry_delay=0.0
-    ) as sender:
+    async with (
+        serve_aiohttp_app(app) as url,
+        WebhookSender(url, SECRET, retries=2, retry_delay=0.0) as sender,
+    ):
         result = await sender.send_events(sender.call_events("c", timeline("busy")))
     assert [d.answered for d in sender.deliveries] == [503, 500, 200]
     assert result[0].ok and result[0].attempt == 3
@@ -779,9 +804,12 @@ async def test_real_poller_learns_statuses_from_webhooks_without_polling() -> No
             async with StatusPoller(client, min_interval=60.0, max_interval=60.0) as poller:
                 poller.track(call)
                 receiver = WebhookReceiver(SECRET, poller=poller)
-                async with serve_with_asgi_bridge(receiver) as url, WebhookSender(
-                    url, SECRET, repeat_rate=0.5, reorder_rate=0.5, seed=11
-                ) as sender:
+                async with (
+                    serve_with_asgi_bridge(receiver) as url,
+                    WebhookSender(
+                        url, SECRET, repeat_rate=0.5, reorder_rate=0.5, seed=11
+                    ) as sender,
+                ):
                     await sender.send_call(
                         call.id, timeline("queued", "started", "in-progress", "completed")
                     )
@@ -806,13 +834,15 @@ async def test_simulator_pushes_webhooks_and_the_poller_need_not_poll() -> None:
         receiver = WebhookReceiver(SECRET, on_event=seen.append)
         url = await stack.enter_async_context(serve_with_aiohttp(receiver))
         config = SimulatorConfig(
-            time_scale=20.0, lifecycle=QUICK, webhook_url=url, webhook_secret=SECRET,
-            webhook_repeat_rate=0.5, webhook_reorder_rate=0.5,
+            time_scale=20.0,
+            lifecycle=QUICK,
+            webhook_url=url,
+            webhook_secret=SECRET,
+            webhook_repeat_rate=0.5,
+            webhook_reorder_rate=0.5,
         )
         sim = await stack.enter_async_context(Simulator(config))
-        client = await stack.enter_async_context(
-            VoiceHubClient(sim.api_key, base_url=sim.base_url)
-        )
+        client = await stack.enter_async_context(VoiceHubClient(sim.api_key, base_url=sim.base_url))
         poller = await stack.enter_async_context(
             StatusPoller(client, min_interval=60.0, max_interval=60.0)
         )
@@ -836,9 +866,13 @@ async def test_refused_webhooks_leave_the_poller_to_poll() -> None:
     # The simulator sends the wrong secret: every delivery is refused, and
     # the poller finds the outcome by reading the status instead.
     receiver = WebhookReceiver(SECRET)
-    async with serve_with_aiohttp(receiver) as url, Simulator(
-        SimulatorConfig(time_scale=20.0, lifecycle=QUICK, webhook_url=url, webhook_secret=WRONG)
-    ) as sim, VoiceHubClient(sim.api_key, base_url=sim.base_url) as client:
+    async with (
+        serve_with_aiohttp(receiver) as url,
+        Simulator(
+            SimulatorConfig(time_scale=20.0, lifecycle=QUICK, webhook_url=url, webhook_secret=WRONG)
+        ) as sim,
+        VoiceHubClient(sim.api_key, base_url=sim.base_url) as client,
+    ):
         async with StatusPoller(client, min_interval=0.05, max_interval=0.2) as poller:
             call = await client.trigger_call("+14155552671", "agent-1")
             poller.track(call)
@@ -885,7 +919,8 @@ async def test_get_analysis_on_the_api_host_sends_the_key(
     base, seen = analysis_api
     async with VoiceHubClient(api_key, base_url=base) as client:
         assert await client.get_analysis(f"{base}/api/v1/analysis/an-1") == {
-            "id": "an-1", "sentiment": "positive",
+            "id": "an-1",
+            "sentiment": "positive",
         }
         # A relative URL is taken relative to the API.
         assert (await client.get_analysis("/api/v1/analysis/an-2"))["id"] == "an-2"
@@ -925,7 +960,6 @@ async def test_get_analysis_https_only_off_loopback(api_key: str) -> None:
             await client.get_analysis("http://voicehub.dataqueue.ai/api/v1/analysis/an-1")
         with pytest.raises(InvalidRequestError, match="not on the API host"):
             await client.get_analysis("https://dataqueue.ai.evil.example/api/v1/analysis/1")
-
 
 
 async def test_asgi_counts_streamed_bytes_without_content_length() -> None:

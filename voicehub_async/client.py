@@ -11,6 +11,7 @@ trigger that may have reached the service.
 from __future__ import annotations
 
 import asyncio
+import functools
 import json
 import logging
 import os
@@ -55,6 +56,7 @@ from .models import (
     PreparedRequest,
     Recordings,
     assume_prepared,
+    call_from_json,
     check_region,
     dumps_json,
     make_converter,
@@ -226,12 +228,16 @@ class VoiceHubClient:
         # can go without the key.
         self._auth_headers = _headers({API_KEY_HEADER: key})
         self._closed = False
-        self.converter: cattrs.Converter = make_converter()
         #: Where operations are traced and measured (:mod:`voicehub_async.telemetry`):
         #: a no-op unless ``telemetry=True`` or a provider was given.
         self.telemetry = telemetry_for(
             telemetry, tracer_provider=tracer_provider, meter_provider=meter_provider
         )
+
+    @functools.cached_property
+    def converter(self) -> cattrs.Converter:
+        """The client's cattrs converter (camelCase wire <-> models), made on first use."""
+        return make_converter()
 
     @property
     def base_url(self) -> str:
@@ -487,9 +493,9 @@ class VoiceHubClient:
         its own retries with :attr:`retry_policy` (``retry_policy.attempts()``),
         as the dispatcher does. ``prepared=True`` (deprecated: pass what
         :meth:`prepare` returns instead) trusts a plain request to be
-        prepared already. ``operation`` (from :attr:`telemetry`) records this
-        attempt under an operation the caller holds across its own retries,
-        as the dispatcher does; by default each call is its own operation.
+        prepared already. ``operation`` (from :attr:`telemetry`) records the
+        request(s) under an operation the caller holds, as the dispatcher
+        does across an input's attempts; by default each call is its own.
         """
         if prepared is not None:
             warnings.warn(
@@ -504,26 +510,36 @@ class VoiceHubClient:
         if logger.isEnabledFor(logging.DEBUG):  # numbers are personal data: DEBUG only
             logger.debug("trigger payload: %s", payload)
         client_timeout = self._timeout(timeout)
-        if operation is not None:
-            return await self._send_trigger(payload, attempt or 1, client_timeout, operation)
+        if operation is not None:  # the caller records the operation
+            return await self._trigger_attempts(
+                payload, client_timeout, operation, attempt, max_retries
+            )
         with self.telemetry.operation(
             "trigger_call", trigger=True, agent_id=request.agent_id
         ) as op:
             op.set_personal(request.to, request.context)
-            if attempt is not None:
-                call = await self._send_trigger(payload, attempt, client_timeout, op)
-            else:
-
-                async def attempt_number(number: int) -> Call:
-                    return await self._send_trigger(payload, number, client_timeout, op)
-
-                call = await self.retry_policy.call(
-                    attempt_number, trigger=True, max_retries=max_retries
-                )
+            call = await self._trigger_attempts(payload, client_timeout, op, attempt, max_retries)
             op.set_call(call.id)
             if request.scheduled_at is not None:
                 op.set_outcome("scheduled")
             return call
+
+    async def _trigger_attempts(
+        self,
+        payload: Mapping[str, Any],
+        timeout: aiohttp.ClientTimeout,
+        operation: Operation,
+        attempt: int | None,
+        max_retries: int | None,
+    ) -> Call:
+        """Attempt number ``attempt`` alone, or attempts while the policy allows."""
+        if attempt is not None:
+            return await self._send_trigger(payload, attempt, timeout, operation)
+
+        async def attempt_number(number: int) -> Call:
+            return await self._send_trigger(payload, number, timeout, operation)
+
+        return await self.retry_policy.call(attempt_number, trigger=True, max_retries=max_retries)
 
     async def _send_trigger(
         self,
@@ -742,7 +758,7 @@ class VoiceHubClient:
 
     def _structure_call(self, data: Any, attempts: int) -> Call:
         try:
-            call = self.converter.structure(data, Call)
+            call = call_from_json(data)  # what the converter's Call hook does
         except (ValueError, TypeError, KeyError, cattrs.BaseValidationError) as exc:
             raise UnexpectedResponseError(
                 200, f"the answer is not a call ({exc})", _shown(data),

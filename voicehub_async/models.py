@@ -10,6 +10,7 @@ the field, and never costs a request.
 from __future__ import annotations
 
 import enum
+import itertools
 import json
 from collections.abc import Mapping
 from datetime import datetime, timedelta, timezone
@@ -34,6 +35,7 @@ __all__ = [
     "Recordings",
     "TERMINAL_STATUSES",
     "assume_prepared",
+    "call_from_json",
     "check_region",
     "dumps_json",
     "trigger_payload",
@@ -337,9 +339,57 @@ def normalize_number(value: Any, field: str, default_region: str | None = None) 
             f"unexpected {value.rstrip()[-1]!r} after the number; if it marks an extension, "
             + _NO_EXTENSION,
         )
-    if not phonenumbers.is_valid_number(parsed):
+    if not is_valid_number(parsed):
         raise InvalidRequestError(field, value, "not a valid phone number")
     return phonenumbers.format_number(parsed, phonenumbers.PhoneNumberFormat.E164)
+
+
+def is_valid_number(number: phonenumbers.PhoneNumber) -> bool:
+    """Exactly :func:`phonenumbers.is_valid_number`, without its work done twice.
+
+    For a country code shared by several regions (+1: the US, Canada and
+    the NANP's others; +44, +7, ...), libphonenumber finds the number's
+    region by checking the number's type against each region's patterns,
+    then validates it for that region by checking the very same type again.
+    Here the first check's answer is used; every other case (one region, a
+    region found by its leading digits, the non-geographic "001") goes to
+    libphonenumber as it is. Same answer for every number (a test compares
+    them); a libphonenumber without these internals gets the plain call.
+    """
+    regions = _COUNTRY_REGIONS.get(number.country_code) if _TYPE_HELPER is not None else None
+    if regions is None or len(regions) == 1:
+        return bool(phonenumbers.is_valid_number(number))
+    nsn = phonenumbers.national_significant_number(number)
+    for region in regions:
+        metadata = _METADATA.metadata_for_region(region.upper(), None)
+        if metadata is None:
+            continue
+        if metadata.leading_digits is not None or region == _NON_GEO:
+            # libphonenumber's own path from here on (is_valid_number's).
+            return bool(phonenumbers.is_valid_number(number))
+        if _TYPE_HELPER(nsn, metadata) != _UNKNOWN:
+            # is_valid_number_for_region(number, region) with the same
+            # metadata: the country code check, then this same type check.
+            return bool(metadata.country_code == number.country_code)
+    return False
+
+
+def _libphonenumber_internals() -> tuple[Any, Any, Any, Any, str]:
+    """The internals :func:`is_valid_number` reads, or Nones if this version lacks them."""
+    util: Any = phonenumbers.phonenumberutil
+    try:
+        return (
+            util._number_type_helper,
+            util.COUNTRY_CODE_TO_REGION_CODE,
+            util.PhoneMetadata,
+            util.PhoneNumberType.UNKNOWN,
+            util.REGION_CODE_FOR_NON_GEO_ENTITY,
+        )
+    except AttributeError:  # pragma: no cover - another libphonenumber
+        return (None, {}, None, None, "001")
+
+
+_TYPE_HELPER, _COUNTRY_REGIONS, _METADATA, _UNKNOWN, _NON_GEO = _libphonenumber_internals()
 
 
 class NumberCache:
@@ -350,8 +400,8 @@ class NumberCache:
     successes are kept (an error names the field it came from), for exact
     ``str`` values, keyed by value and region, so the answer is the very one
     :func:`normalize_number` gives. Bounded: at most ``size`` entries, the
-    oldest dropped first, so memory stays flat however many numbers pass.
-    One per client; not shared, no global state.
+    oldest half dropped when it is full, so memory stays flat however many
+    numbers pass. One per client; not shared, no global state.
     """
 
     __slots__ = ("_entries", "_size")
@@ -375,7 +425,10 @@ class NumberCache:
         if number is None:
             number = normalize_number(value, field, default_region)
             if len(entries) >= self._size:
-                del entries[next(iter(entries))]
+                # Keep the newer half: O(1) per number on average, and no
+                # scan over deleted slots at the front of the dict.
+                keep = itertools.islice(entries.items(), len(entries) // 2, None)
+                self._entries = entries = dict(keep)
             entries[key] = number
         return number
 
@@ -516,7 +569,8 @@ def _structure_status(value: Any, _: type) -> CallStatus:
     return CallStatus(value)
 
 
-def _structure_call(data: Any, _: type) -> Call:
+def call_from_json(data: Any) -> Call:
+    """A :class:`Call` from the service's JSON answer (ValueError if it is not one)."""
     if not isinstance(data, Mapping) or "id" not in data or "status" not in data:
         raise ValueError("a call needs 'id' and 'status'")
     kind = data.get("type")
@@ -570,7 +624,7 @@ def make_converter() -> cattrs.Converter:
         ),
     )
     converter.register_structure_hook(CallStatus, _structure_status)
-    converter.register_structure_hook(Call, _structure_call)
+    converter.register_structure_hook(Call, lambda data, _: call_from_json(data))
     converter.register_structure_hook(
         Recordings,
         lambda data, _: Recordings(

@@ -30,9 +30,11 @@ status code or the error's class), and, unless ``record_personal_data=True``,
 the phone number and the call context. A call id and an agent id are not
 personal data, and help find a call.
 
-Why spans are started with an explicit parent rather than relying only on the
-current context: an operation's requests may run in tasks the retry layer
-creates, and must still nest under their operation.
+Why a request's span is started with its operation's as explicit parent,
+and the operation's span is never made the current one: the requests of an
+operation nest under it whatever task they run in, and nothing is attached
+to or detached from the context on the hot path. An operation's span still
+nests under whatever span is current when it starts (a web request's).
 """
 
 from __future__ import annotations
@@ -323,7 +325,6 @@ class _OTelOperation(Operation):
         "_ambiguous",
         "_attempts",
         "_outcome",
-        "_scope",
         "_span",
         "_telemetry",
         "_trigger",
@@ -349,12 +350,8 @@ class _OTelOperation(Operation):
             record_exception=False,
             set_status_on_exception=False,
         )
-        self._scope = trace.use_span(
-            self._span, end_on_exit=False, record_exception=False, set_status_on_exception=False
-        )
 
     def __enter__(self) -> Operation:
-        self._scope.__enter__()
         return self
 
     def __exit__(
@@ -381,7 +378,6 @@ class _OTelOperation(Operation):
                 span.set_attribute("error.type", _error_type(exc))
                 span.set_status(Status(StatusCode.ERROR))
         finally:
-            self._scope.__exit__(exc_type, exc, tb)
             span.end()
 
     def request(self, method: str, template: str | None, url: object) -> Request:

@@ -8,11 +8,13 @@ makes the run resumable without ever phoning a person twice.
     async with VoiceHubClient(max_connections=100) as client:
         summary = await Campaign(client, "contacts.csv", agent_id="agent-1").run()
 
-Modules: :mod:`.contacts` (streaming reader), :mod:`.journal` (SQLite) and
-:mod:`.groupcommit` (batched commits), :mod:`.hours` (calling hours),
-:mod:`.runner` (:class:`Campaign`), :mod:`.results` (results file),
-:mod:`.summary` (progress and summary values), :mod:`.progress` (display),
-:mod:`.demo` (the built-in demo).
+Modules: :mod:`.contacts` (streaming reader), :mod:`.journal` (SQLite, typed
+writes, migrations) and :mod:`.groupcommit` (batched commits), :mod:`.planning`
+(what each row needs, pure code), :mod:`.hours` (calling hours and days),
+:mod:`.redial` (redial policies), :mod:`.suppression` (do-not-call lists),
+:mod:`.runner` (:class:`Campaign`), :mod:`.counters` (live counters),
+:mod:`.results` (results and attempts files), :mod:`.summary` (progress and
+summary values), :mod:`.progress` (display), :mod:`.demo` (the built-in demo).
 """
 
 from __future__ import annotations
@@ -20,8 +22,10 @@ from __future__ import annotations
 from .contacts import ContactRow, ContactsError, read_contacts
 from .hours import CallingHours
 from .journal import Journal, JournalError, JournalMismatchError
+from .redial import RedialPolicy
 from .runner import Campaign, default_paths
 from .summary import CampaignProgress, CampaignSummary
+from .suppression import SuppressionError, SuppressionList
 
 __all__ = [
     "CallingHours",
@@ -33,6 +37,9 @@ __all__ = [
     "Journal",
     "JournalError",
     "JournalMismatchError",
+    "RedialPolicy",
+    "SuppressionError",
+    "SuppressionList",
     "default_paths",
     "read_contacts",
 ]

@@ -21,7 +21,11 @@ Decisions where the issue is silent:
   allows a call to start at 09:00 and at 19:59, not at 20:00). A start after
   the end (``20:00-08:00``) spans midnight.
 * A row with its own ``scheduled_at`` is checked at that time, and moved to
-  the next opening if it falls outside.
+  the next opening if it falls outside (the results line says so).
+* **Calling days** (``--calling-days mon-fri``) are weekdays of the
+  contact's own zone: a moment is allowed when its local weekday is one of
+  them and its local time is inside the window. With days and no window,
+  the whole of each allowed day is open.
 
 Everything takes ``now`` as an argument, so tests pin it at zone and day
 boundaries.
@@ -41,11 +45,44 @@ import phonenumbers.timezone
 
 from voicehub_async.errors import InvalidRequestError
 
-__all__ = ["CallingHours", "parse_calling_hours", "zones_for_number"]
+__all__ = [
+    "ALL_DAYS",
+    "CallingHours",
+    "parse_calling_days",
+    "parse_calling_hours",
+    "zones_for_number",
+]
 
 _UNKNOWN_ZONE: Final = "Etc/Unknown"
 #: How far ahead an opening common to every zone of a number is looked for.
 _HORIZON_DAYS: Final = 8
+_DAY_NAMES: Final = ("mon", "tue", "wed", "thu", "fri", "sat", "sun")
+#: Every weekday (Monday is 0, as in :meth:`datetime.weekday`).
+ALL_DAYS: Final = frozenset(range(7))
+_ALL_DAY: Final = time(0)
+
+
+def parse_calling_days(text: str) -> frozenset[int]:
+    """``"mon-fri"``, ``"mon,wed,fri"``, ``"fri-mon"``, ``"sat-sun"`` as weekday
+    numbers (Monday 0); ValueError with a readable message."""
+    days: set[int] = set()
+    for part in text.lower().replace(" ", "").split(","):
+        first, sep, last = part.partition("-")
+        try:
+            start = _DAY_NAMES.index(first[:3]) if len(first) >= 3 else -1
+            end = _DAY_NAMES.index(last[:3]) if sep else start
+        except ValueError:
+            start = end = -1
+        if start < 0 or end < 0:
+            raise ValueError(
+                f"calling days must be weekdays such as mon-fri or mon,wed,sat; got {text!r}"
+            )
+        day = start
+        days.add(day)
+        while day != end:
+            day = (day + 1) % 7
+            days.add(day)
+    return frozenset(days)
 
 
 def parse_calling_hours(text: str) -> tuple[time, time]:
@@ -93,28 +130,47 @@ class CallingHours:
     start: time
     end: time
     fallback_zone: str | None = None
+    days: frozenset[int] = ALL_DAYS
     _cache: dict[tuple[str, ...], tuple[ZoneInfo, ...]] = attrs.field(
         factory=dict, init=False, repr=False, eq=False
     )
 
     @classmethod
-    def parse(cls, text: str, fallback_zone: str | None = None) -> CallingHours:
-        """From ``"09:00-20:00"``; ValueError for a bad window or unknown zone."""
-        start, end = parse_calling_hours(text)
+    def parse(
+        cls, text: str | None, fallback_zone: str | None = None, days: str | None = None
+    ) -> CallingHours:
+        """From ``"09:00-20:00"`` (None: all day) and ``"mon-fri"`` (None: every
+        day); ValueError for a bad window, days or an unknown zone."""
+        start, end = (_ALL_DAY, _ALL_DAY) if text is None else parse_calling_hours(text)
+        allowed = ALL_DAYS if days is None else parse_calling_days(days)
         if fallback_zone is not None and _zone(fallback_zone) is None:
             raise ValueError(
                 f"unknown time zone {fallback_zone!r} (an IANA name, e.g. Europe/Paris)"
             )
-        return cls(start, end, fallback_zone)
+        return cls(start, end, fallback_zone, allowed)
 
     def _inside(self, local: time) -> bool:
+        if self.start == self.end:  # days only: the whole day
+            return True
         if self.start < self.end:
             return self.start <= local < self.end
         return local >= self.start or local < self.end
 
     def allows(self, when: datetime, zones: Sequence[ZoneInfo]) -> bool:
-        """True when ``when`` (aware) is inside the window in every zone."""
-        return all(self._inside(when.astimezone(zone).time()) for zone in zones)
+        """True when ``when`` (aware) is inside the window, on an allowed
+        day, in every zone."""
+        for zone in zones:
+            local = when.astimezone(zone)
+            if local.weekday() not in self.days or not self._inside(local.time()):
+                return False
+        return True
+
+    def what_excludes(self, number: str, when: datetime) -> str:
+        """``"calling days"`` or ``"calling hours"``: why ``when`` is not allowed."""
+        for zone in self.zones(number):
+            if when.astimezone(zone).weekday() not in self.days:
+                return "calling days"
+        return "calling hours"
 
     def zones(self, number: str) -> tuple[ZoneInfo, ...]:
         """The zones the window must hold in for ``number`` (E.164).
@@ -176,12 +232,15 @@ class CallingHours:
         for zone in zones:
             first: date = at.astimezone(zone).date() - timedelta(days=1)
             for offset in range(_HORIZON_DAYS + 2):
-                local = datetime.combine(first + timedelta(days=offset), self.start, tzinfo=zone)
-                # A start inside a DST gap (02:30 on the spring-forward night)
-                # resolves to the moment after the gap; normalise through UTC.
-                opening = local.astimezone(timezone.utc)
-                if opening > at:
-                    candidates.append(opening)
+                # An allowed stretch starts at the window's opening or, on a
+                # day allowed after one that is not, at midnight.
+                for start in {self.start, _ALL_DAY}:
+                    local = datetime.combine(first + timedelta(days=offset), start, tzinfo=zone)
+                    # A start inside a DST gap (02:30 on the spring-forward night)
+                    # resolves to the moment after the gap; normalise through UTC.
+                    opening = local.astimezone(timezone.utc)
+                    if opening > at:
+                        candidates.append(opening)
         for opening in sorted(set(candidates)):
             if self.allows(opening, zones):
                 return opening

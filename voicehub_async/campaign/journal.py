@@ -1,5 +1,5 @@
-"""The campaign journal: one SQLite row per contact, so nothing is lost and
-nobody is phoned twice.
+"""The campaign journal: one SQLite row per contact and one per dial attempt,
+so nothing is lost and nobody is phoned twice.
 
 A trigger is not idempotent, so the only way to resume a campaign safely is
 to know, for every row, whether its trigger *may* have gone out. The rule the
@@ -8,10 +8,20 @@ its trigger is written to the socket; the call id is stored when the answer
 comes back. On resume a row still ``sending`` is therefore the only kind whose
 fate is unknown, and it is reported ``ambiguous`` instead of being dialed.
 
-This module is the storage only: synchronous SQLite calls, made from one
-writer thread by :class:`~voicehub_async.campaign.groupcommit.GroupCommitter`
-and from the event loop for reads (WAL mode lets readers and the writer work
-at once). See :data:`SCHEMA` for the table.
+A contact may be dialed more than once on purpose (a redial policy, see
+:mod:`.redial`): ``rows`` holds the contact's current state and its latest
+attempt, ``attempts`` one line per dial (call id, status, times).
+
+Writes are typed operations (:class:`MarkSending`, :class:`RecordTriggered`,
+...), each knowing its SQL; :meth:`Journal.apply` runs a batch of them as one
+transaction. This module is the storage only: synchronous SQLite calls, made
+by :class:`~voicehub_async.campaign.groupcommit.GroupCommitter` and read from
+the event loop (WAL mode lets readers and the writer work at once).
+
+Versions: a journal records its :data:`SCHEMA_VERSION`. One written by 0.1
+(version 1: no ``attempts`` table) is upgraded in place the first time it is
+opened, in one transaction (see :func:`_migrate_1_to_2`); one written by a
+newer release is refused, never guessed at.
 """
 
 from __future__ import annotations
@@ -20,9 +30,9 @@ import contextlib
 import os
 import sqlite3
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from pathlib import Path
-from typing import Any, Final, Literal
+from typing import Any, ClassVar, Final, Literal
 
 import attrs
 
@@ -31,17 +41,34 @@ from voicehub_async.models import TERMINAL_STATUSES
 __all__ = [
     "AMBIGUOUS",
     "DONE_STATES",
+    "DUPLICATE",
     "INVALID",
     "LOST",
     "NOT_SENT",
     "PENDING",
+    "RECONCILED",
+    "REDIAL",
     "SCHEMA",
+    "SCHEMA_VERSION",
     "SENDING",
+    "SUPPRESSED",
+    "AttemptRow",
     "Journal",
     "JournalError",
     "JournalMismatchError",
+    "JournalOp",
     "JournalRow",
-    "Op",
+    "MarkSending",
+    "RecordAmbiguous",
+    "RecordInvalid",
+    "RecordReconciled",
+    "RecordRecording",
+    "RecordRedial",
+    "RecordSkipped",
+    "RecordStatus",
+    "RecordTriggerFailed",
+    "RecordTriggered",
+    "RecordUnsent",
 ]
 
 #: The row has not been dialed (rows not in the table yet are pending too).
@@ -56,17 +83,31 @@ AMBIGUOUS: Final = "ambiguous"
 NOT_SENT: Final = "not_sent"
 #: The status endpoint kept answering 404 for the call.
 LOST: Final = "lost"
+#: The number is already in the campaign on an earlier row: never dialed.
+DUPLICATE: Final = "duplicate"
+#: The number is on a do-not-call list: never dialed.
+SUPPRESSED: Final = "suppressed"
+#: The last call ended busy/unanswered/...: the contact is dialed again at ``redial_at``.
+REDIAL: Final = "redial"
+#: An ambiguous trigger whose call was found afterwards (a webhook naming the
+#: number and agent): the row now follows that call id.
+RECONCILED: Final = "reconciled"
 
 #: States after which a row needs nothing more (``ambiguous`` unless the user
 #: asks to redial). A terminal call status is its own state.
-DONE_STATES: Final = frozenset({INVALID, AMBIGUOUS, LOST}) | TERMINAL_STATUSES
+DONE_STATES: Final = (
+    frozenset({INVALID, AMBIGUOUS, LOST, DUPLICATE, SUPPRESSED}) | TERMINAL_STATUSES
+)
 
-SCHEMA_VERSION: Final = 1
+#: The version this release writes. 1: 0.1 (``rows`` only); 2: ``attempts``,
+#: and the ``rows`` columns ``dials``, ``duplicate_of``, ``redial_at``, ``note``.
+SCHEMA_VERSION: Final = 2
 
 #: The journal's tables. ``rows.state`` is ``pending``, ``sending``, the call's
 #: status in lower case once it has an id (``queued``, ``scheduled``,
 #: ``started``, ``in-progress``, ``completed``, ``busy``, ...), ``invalid``,
-#: ``ambiguous``, ``not_sent`` or ``lost``. Times are Unix seconds.
+#: ``ambiguous``, ``not_sent``, ``lost``, ``duplicate``, ``suppressed``,
+#: ``redial`` or ``reconciled``. Times are Unix seconds.
 SCHEMA: Final = """
 CREATE TABLE IF NOT EXISTS meta (
     key TEXT PRIMARY KEY,
@@ -77,8 +118,8 @@ CREATE TABLE IF NOT EXISTS rows (
     input_hash TEXT NOT NULL,       -- hash of the row's content as read
     number TEXT,                    -- E.164 once valid; as written when invalid
     state TEXT NOT NULL,
-    call_id TEXT,
-    status TEXT,                    -- the call's status as the service spelled it
+    call_id TEXT,                   -- the latest attempt's call
+    status TEXT,                    -- its status as the service spelled it
     attempts INTEGER NOT NULL DEFAULT 0,  -- trigger requests for this row, all runs
     error TEXT,
     recording_url TEXT,
@@ -87,66 +128,404 @@ CREATE TABLE IF NOT EXISTS rows (
     queued_at REAL,                 -- when the trigger's answer came back
     started_at REAL,                -- when the call was first seen started
     finished_at REAL,               -- when the row reached its final state
-    updated_at REAL NOT NULL
+    updated_at REAL NOT NULL,
+    dials INTEGER NOT NULL DEFAULT 0,  -- dial attempts (the latest attempt's number)
+    duplicate_of INTEGER,           -- state duplicate: the row that has the number
+    redial_at REAL,                 -- state redial: when the next attempt is due
+    note TEXT                       -- e.g. why scheduled_at was moved
 );
+CREATE TABLE IF NOT EXISTS attempts (
+    row INTEGER NOT NULL,
+    attempt INTEGER NOT NULL,       -- 1 for a contact's first dial
+    state TEXT NOT NULL,            -- as rows.state, for this attempt
+    call_id TEXT,
+    status TEXT,
+    requests INTEGER NOT NULL DEFAULT 0,  -- trigger requests (retries included)
+    error TEXT,
+    scheduled_at TEXT,
+    sent_at REAL,
+    queued_at REAL,
+    started_at REAL,
+    finished_at REAL,
+    updated_at REAL NOT NULL,
+    PRIMARY KEY (row, attempt)
+) WITHOUT ROWID;
 """
 
-#: One write: an SQL statement and its parameters (see the ``SQL_*`` constants).
-Op = tuple[str, Sequence[Any]]
+# -- typed writes ------------------------------------------------------------------------
+
+
+class JournalOp:
+    """One write to the journal: a typed value that knows its SQL.
+
+    :meth:`statements` gives the (SQL, parameters) pairs; every op of a
+    class uses the same SQL strings, so that a batch of them runs as one
+    ``executemany`` per string (several times cheaper than one ``execute``
+    each). ``phase`` orders the kinds inside one commit (see :data:`_PHASES`).
+    """
+
+    __slots__ = ()
+    phase: ClassVar[int] = 100
+
+    def statements(self) -> Iterable[tuple[str, Sequence[Any]]]:  # pragma: no cover
+        raise NotImplementedError
+
+
+#: Kept for the name: what a group commit carries.
+Op = JournalOp
+
+# Within one commit kinds are applied in ``phase`` order. A row's mark is
+# committed before its trigger is sent, so the mark and the result of one
+# attempt never share a commit; but the last status of attempt k (and the
+# redial it asks for) may share one with the mark of attempt k+1: marks go
+# last. Updates name their attempt (and the row's updates its call id), so a
+# late write about an earlier attempt never touches a later one.
+_PHASE_AMBIGUOUS: Final = 0
+_PHASE_RECORD: Final = 1
+_PHASE_RESULT: Final = 2
+_PHASE_STATUS: Final = 3
+_PHASE_REDIAL: Final = 4
+_PHASE_RECORDING: Final = 5
+_PHASE_UNSENT: Final = 6
+_PHASE_MARK: Final = 7
 
 SQL_MARK_SENDING: Final = (
-    "INSERT INTO rows (row, input_hash, number, state, sent_at, updated_at) "
-    "VALUES (?, ?, ?, 'sending', ?, ?) "
+    "INSERT INTO rows (row, input_hash, number, state, dials, note, sent_at, updated_at) "
+    "VALUES (?, ?, ?, 'sending', ?, ?, ?, ?) "
     "ON CONFLICT(row) DO UPDATE SET state = 'sending', number = excluded.number, "
-    "error = NULL, sent_at = excluded.sent_at, updated_at = excluded.updated_at"
+    "error = NULL, call_id = NULL, status = NULL, scheduled_at = NULL, queued_at = NULL, "
+    "started_at = NULL, finished_at = NULL, redial_at = NULL, dials = excluded.dials, "
+    "note = COALESCE(excluded.note, note), sent_at = excluded.sent_at, "
+    "updated_at = excluded.updated_at"
 )
+SQL_ATTEMPT_SENDING: Final = (
+    "INSERT INTO attempts (row, attempt, state, sent_at, updated_at) "
+    "VALUES (?, ?, 'sending', ?, ?) "
+    "ON CONFLICT(row, attempt) DO UPDATE SET state = 'sending', call_id = NULL, "
+    "status = NULL, error = NULL, sent_at = excluded.sent_at, updated_at = excluded.updated_at"
+)
+
+
+@attrs.frozen(slots=True)
+class MarkSending(JournalOp):
+    """Attempt ``attempt`` of ``row`` is about to be sent (committed first)."""
+
+    phase: ClassVar[int] = _PHASE_MARK
+    row: int
+    digest: str
+    number: str | None
+    attempt: int
+    at: float
+    note: str | None = None
+
+    def statements(self) -> Iterable[tuple[str, Sequence[Any]]]:
+        return (
+            (
+                SQL_MARK_SENDING,
+                (self.row, self.digest, self.number, self.attempt, self.note, self.at, self.at),
+            ),
+            (SQL_ATTEMPT_SENDING, (self.row, self.attempt, self.at, self.at)),
+        )
+
+
 SQL_INVALID: Final = (
     "INSERT INTO rows (row, input_hash, number, state, error, finished_at, updated_at) "
     "VALUES (?, ?, ?, 'invalid', ?, ?, ?) "
     "ON CONFLICT(row) DO UPDATE SET state = 'invalid', number = excluded.number, "
     "error = excluded.error, finished_at = excluded.finished_at, updated_at = excluded.updated_at"
 )
-SQL_TRIGGERED: Final = (
-    "UPDATE rows SET state = ?, call_id = ?, status = ?, attempts = attempts + ?, error = NULL, "
-    "scheduled_at = ?, queued_at = ?, finished_at = ?, updated_at = ? WHERE row = ?"
-)
-SQL_TRIGGER_FAILED: Final = (
-    "UPDATE rows SET state = ?, attempts = attempts + ?, error = ?, finished_at = ?, "
-    "updated_at = ? WHERE row = ?"
-)
-SQL_STATUS: Final = (
-    "UPDATE rows SET state = ?, status = ?, started_at = COALESCE(started_at, ?), "
-    "finished_at = ?, updated_at = ? WHERE row = ?"
-)
-SQL_RECORDING: Final = "UPDATE rows SET recording_url = ?, updated_at = ? WHERE row = ?"
-SQL_AMBIGUOUS: Final = (
-    "UPDATE rows SET state = 'ambiguous', error = ?, finished_at = ?, updated_at = ? WHERE row = ?"
+
+
+@attrs.frozen(slots=True)
+class RecordInvalid(JournalOp):
+    """The row cannot become a request: ``error`` names the field."""
+
+    phase: ClassVar[int] = _PHASE_RECORD
+    row: int
+    digest: str
+    number: str | None
+    error: str | None
+    at: float
+
+    def statements(self) -> Iterable[tuple[str, Sequence[Any]]]:
+        return ((SQL_INVALID, (self.row, self.digest, self.number, self.error, self.at, self.at)),)
+
+
+SQL_SKIPPED: Final = (
+    "INSERT INTO rows (row, input_hash, number, state, duplicate_of, note, finished_at, "
+    "updated_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?) "
+    "ON CONFLICT(row) DO UPDATE SET state = excluded.state, number = excluded.number, "
+    "duplicate_of = excluded.duplicate_of, note = excluded.note, redial_at = NULL, "
+    "finished_at = excluded.finished_at, updated_at = excluded.updated_at"
 )
 
-#: The order in which a row goes through the writes: within one commit, kinds
-#: are applied in this order (a row's mark is committed before its trigger is
-#: sent, so its result is always in a later commit than its mark; a status
-#: follows its trigger's result, a recording its final status).
-_PHASES: Final = {
-    sql: phase
-    for phase, sql in enumerate(
-        (
-            SQL_AMBIGUOUS,
-            SQL_INVALID,
-            SQL_MARK_SENDING,
-            SQL_TRIGGER_FAILED,
-            SQL_TRIGGERED,
-            SQL_STATUS,
-            SQL_RECORDING,
+
+@attrs.frozen(slots=True)
+class RecordSkipped(JournalOp):
+    """The row is never dialed: ``duplicate`` (of row ``duplicate_of``) or ``suppressed``."""
+
+    phase: ClassVar[int] = _PHASE_RECORD
+    row: int
+    digest: str
+    number: str
+    state: str
+    at: float
+    duplicate_of: int | None = None
+    note: str | None = None
+
+    def statements(self) -> Iterable[tuple[str, Sequence[Any]]]:
+        return (
+            (
+                SQL_SKIPPED,
+                (
+                    self.row,
+                    self.digest,
+                    self.number,
+                    self.state,
+                    self.duplicate_of,
+                    self.note,
+                    self.at,
+                    self.at,
+                ),
+            ),
         )
-    )
-}
+
+
+SQL_TRIGGERED: Final = (
+    "UPDATE rows SET state = ?, call_id = ?, status = ?, attempts = attempts + ?, error = NULL, "
+    "scheduled_at = ?, queued_at = ?, finished_at = ?, updated_at = ? WHERE row = ? AND dials = ?"
+)
+SQL_ATTEMPT_TRIGGERED: Final = (
+    "UPDATE attempts SET state = ?, call_id = ?, status = ?, requests = requests + ?, "
+    "error = NULL, scheduled_at = ?, queued_at = ?, finished_at = ?, updated_at = ? "
+    "WHERE row = ? AND attempt = ?"
+)
+
+
+@attrs.frozen(slots=True)
+class RecordTriggered(JournalOp):
+    """The trigger was answered: a call exists (``state`` is its status, lower case)."""
+
+    phase: ClassVar[int] = _PHASE_RESULT
+    row: int
+    attempt: int
+    state: str
+    call_id: str
+    status: str
+    requests: int
+    scheduled_at: str | None
+    at: float
+    final: bool
+
+    def statements(self) -> Iterable[tuple[str, Sequence[Any]]]:
+        params = (
+            self.state,
+            self.call_id,
+            self.status,
+            self.requests,
+            self.scheduled_at,
+            self.at,
+            self.at if self.final else None,
+            self.at,
+            self.row,
+            self.attempt,
+        )
+        return ((SQL_TRIGGERED, params), (SQL_ATTEMPT_TRIGGERED, params))
+
+
+SQL_TRIGGER_FAILED: Final = (
+    "UPDATE rows SET state = ?, attempts = attempts + ?, error = ?, finished_at = ?, "
+    "updated_at = ? WHERE row = ? AND dials = ?"
+)
+SQL_ATTEMPT_FAILED: Final = (
+    "UPDATE attempts SET state = ?, requests = requests + ?, error = ?, finished_at = ?, "
+    "updated_at = ? WHERE row = ? AND attempt = ?"
+)
+
+
+@attrs.frozen(slots=True)
+class RecordTriggerFailed(JournalOp):
+    """No call id came back: ``not_sent`` (provably nothing placed) or ``ambiguous``."""
+
+    phase: ClassVar[int] = _PHASE_RESULT
+    row: int
+    attempt: int
+    state: str
+    requests: int
+    error: str | None
+    at: float
+
+    def statements(self) -> Iterable[tuple[str, Sequence[Any]]]:
+        params = (self.state, self.requests, self.error, self.at, self.at, self.row, self.attempt)
+        return ((SQL_TRIGGER_FAILED, params), (SQL_ATTEMPT_FAILED, params))
+
+
+SQL_UNSENT: Final = (
+    "UPDATE rows SET state = 'pending', attempts = attempts + ?, error = ?, dials = ?, "
+    "updated_at = ? WHERE row = ? AND dials = ?"
+)
+SQL_ATTEMPT_UNSENT: Final = "DELETE FROM attempts WHERE row = ? AND attempt = ?"
+
+
+@attrs.frozen(slots=True)
+class RecordUnsent(JournalOp):
+    """Marked, then stopped before its first request left: the attempt never was."""
+
+    phase: ClassVar[int] = _PHASE_UNSENT
+    row: int
+    attempt: int
+    requests: int
+    error: str | None
+    at: float
+
+    def statements(self) -> Iterable[tuple[str, Sequence[Any]]]:
+        return (
+            (
+                SQL_UNSENT,
+                (self.requests, self.error, self.attempt - 1, self.at, self.row, self.attempt),
+            ),
+            (SQL_ATTEMPT_UNSENT, (self.row, self.attempt)),
+        )
+
+
+SQL_STATUS: Final = (
+    "UPDATE rows SET state = ?, status = ?, started_at = COALESCE(started_at, ?), "
+    "finished_at = ?, updated_at = ? WHERE row = ? AND call_id = ?"
+)
+SQL_ATTEMPT_STATUS: Final = (
+    "UPDATE attempts SET state = ?, status = ?, started_at = COALESCE(started_at, ?), "
+    "finished_at = ?, updated_at = ? WHERE row = ? AND call_id = ?"
+)
+
+
+@attrs.frozen(slots=True)
+class RecordStatus(JournalOp):
+    """A new status of call ``call_id`` (of row ``row``); ``final`` when it is the last."""
+
+    phase: ClassVar[int] = _PHASE_STATUS
+    row: int
+    call_id: str
+    state: str
+    status: str
+    at: float
+    final: bool
+    started_at: float | None = None
+
+    def statements(self) -> Iterable[tuple[str, Sequence[Any]]]:
+        params = (
+            self.state,
+            self.status,
+            self.started_at,
+            self.at if self.final else None,
+            self.at,
+            self.row,
+            self.call_id,
+        )
+        return ((SQL_STATUS, params), (SQL_ATTEMPT_STATUS, params))
+
+
+SQL_REDIAL: Final = (
+    "UPDATE rows SET state = 'redial', redial_at = ?, finished_at = NULL, updated_at = ? "
+    "WHERE row = ? AND dials = ?"
+)
+
+
+@attrs.frozen(slots=True)
+class RecordRedial(JournalOp):
+    """Attempt ``attempt`` ended in a redial status: dial again at ``due`` (Unix time)."""
+
+    phase: ClassVar[int] = _PHASE_REDIAL
+    row: int
+    attempt: int
+    due: float
+    at: float
+
+    def statements(self) -> Iterable[tuple[str, Sequence[Any]]]:
+        return ((SQL_REDIAL, (self.due, self.at, self.row, self.attempt)),)
+
+
+SQL_RECORDING: Final = "UPDATE rows SET recording_url = ?, updated_at = ? WHERE row = ?"
+
+
+@attrs.frozen(slots=True)
+class RecordRecording(JournalOp):
+    """The recording URL of the row's completed call."""
+
+    phase: ClassVar[int] = _PHASE_RECORDING
+    row: int
+    url: str
+    at: float
+
+    def statements(self) -> Iterable[tuple[str, Sequence[Any]]]:
+        return ((SQL_RECORDING, (self.url, self.at, self.row)),)
+
+
+SQL_AMBIGUOUS: Final = (
+    "UPDATE rows SET state = 'ambiguous', error = ?, finished_at = ?, updated_at = ? "
+    "WHERE row = ? AND state = 'sending'"
+)
+SQL_ATTEMPT_AMBIGUOUS: Final = (
+    "UPDATE attempts SET state = 'ambiguous', error = ?, finished_at = ?, updated_at = ? "
+    "WHERE row = ? AND attempt = ? AND state = 'sending'"
+)
+
+
+@attrs.frozen(slots=True)
+class RecordAmbiguous(JournalOp):
+    """A row found ``sending`` (a run died mid-trigger): its call may exist."""
+
+    phase: ClassVar[int] = _PHASE_AMBIGUOUS
+    row: int
+    attempt: int
+    error: str
+    at: float
+
+    def statements(self) -> Iterable[tuple[str, Sequence[Any]]]:
+        return (
+            (SQL_AMBIGUOUS, (self.error, self.at, self.at, self.row)),
+            (SQL_ATTEMPT_AMBIGUOUS, (self.error, self.at, self.at, self.row, self.attempt)),
+        )
+
+
+SQL_RECONCILED: Final = (
+    "UPDATE rows SET state = 'reconciled', call_id = ?, status = ?, error = NULL, "
+    "finished_at = NULL, updated_at = ?, "
+    "note = CASE WHEN ? IS NULL THEN note WHEN note IS NULL OR note = '' THEN ? "
+    "ELSE note || '; ' || ? END "
+    "WHERE row = ? AND dials = ? AND state = 'ambiguous'"
+)
+SQL_ATTEMPT_RECONCILED: Final = (
+    "UPDATE attempts SET state = 'reconciled', call_id = ?, status = ?, error = NULL, "
+    "finished_at = NULL, updated_at = ? WHERE row = ? AND attempt = ? AND state = 'ambiguous'"
+)
+
+
+@attrs.frozen(slots=True)
+class RecordReconciled(JournalOp):
+    """An ambiguous attempt matched to the call it placed (``call_id``); the
+    row is then followed like any call (its statuses are :class:`RecordStatus`)."""
+
+    phase: ClassVar[int] = _PHASE_RESULT
+    row: int
+    attempt: int
+    call_id: str
+    status: str
+    at: float
+    #: Kept in the row's ``note`` (the results say the row was reconciled).
+    note: str | None = None
+
+    def statements(self) -> Iterable[tuple[str, Sequence[Any]]]:
+        params = (self.call_id, self.status, self.at, self.row, self.attempt)
+        note = (self.note, self.note, self.note)
+        row_params = (self.call_id, self.status, self.at, *note, self.row, self.attempt)
+        return ((SQL_RECONCILED, row_params), (SQL_ATTEMPT_RECONCILED, params))
+
 
 Durability = Literal["full", "normal"]
 
 
 class JournalError(Exception):
-    """The journal cannot be used (corrupt, locked by another run, unwritable)."""
+    """The journal cannot be used (corrupt, locked by another run, unwritable, newer)."""
 
 
 class JournalMismatchError(JournalError):
@@ -167,10 +546,40 @@ class JournalRow:
     error: str | None
     recording_url: str | None
     scheduled_at: str | None
+    dials: int = 0
+    duplicate_of: int | None = None
+    redial_at: float | None = None
+    note: str | None = None
 
 
 _COLUMNS: Final = (
-    "row, input_hash, number, state, call_id, status, attempts, error, recording_url, scheduled_at"
+    "row, input_hash, number, state, call_id, status, attempts, error, recording_url, "
+    "scheduled_at, dials, duplicate_of, redial_at, note"
+)
+
+
+@attrs.frozen(slots=True)
+class AttemptRow:
+    """One dial of one contact (see :data:`SCHEMA`, table ``attempts``)."""
+
+    row: int
+    attempt: int
+    number: str | None
+    state: str
+    call_id: str | None
+    status: str | None
+    requests: int
+    error: str | None
+    scheduled_at: str | None
+    sent_at: float | None
+    queued_at: float | None
+    started_at: float | None
+    finished_at: float | None
+
+
+_ATTEMPT_COLUMNS: Final = (
+    "a.row, a.attempt, r.number, a.state, a.call_id, a.status, a.requests, a.error, "
+    "a.scheduled_at, a.sent_at, a.queued_at, a.started_at, a.finished_at"
 )
 
 
@@ -184,6 +593,97 @@ def _connect(path: Path) -> sqlite3.Connection:
     # off the event loop; see voicehub_async.campaign.groupcommit.
     db.execute("PRAGMA synchronous=NORMAL")
     return db
+
+
+@contextlib.contextmanager
+def _transaction(db: sqlite3.Connection) -> Iterator[None]:
+    db.execute("BEGIN IMMEDIATE")
+    try:
+        yield
+    except BaseException:
+        with contextlib.suppress(sqlite3.Error):
+            db.execute("ROLLBACK")
+        raise
+    db.execute("COMMIT")
+
+
+def _statements(script: str) -> list[str]:
+    """The statements of ``script`` (comments dropped: they may hold a ``;``)."""
+    text = "\n".join(line.split("--", 1)[0] for line in script.splitlines())
+    return [s for s in (part.strip() for part in text.split(";")) if s]
+
+
+def _stored_version(db: sqlite3.Connection) -> str | None:
+    """The file's ``schema_version`` (None for a new, empty journal)."""
+    if db.execute("SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = 'meta'").fetchone():
+        found = db.execute("SELECT value FROM meta WHERE key = 'schema_version'").fetchone()
+        if found is not None:
+            return str(found[0])
+    if db.execute("SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = 'rows'").fetchone():
+        return "?"
+    return None
+
+
+def _create(db: sqlite3.Connection) -> None:
+    with _transaction(db):
+        for statement in _statements(SCHEMA):
+            db.execute(statement)
+        db.execute(
+            "INSERT INTO meta (key, value) VALUES ('schema_version', ?)", (str(SCHEMA_VERSION),)
+        )
+
+
+def _migrate_1_to_2(db: sqlite3.Connection) -> None:
+    """0.1's journal to this one, in one transaction (all or nothing).
+
+    ``rows`` gains its new columns; every row whose trigger was tried (a call
+    id, or left ``sending``/``ambiguous``/``not_sent``) gets ``dials = 1`` and
+    its one attempt copied into ``attempts``, so that a resume treats it
+    exactly as 0.1 would have (follow, report ambiguous, retry a refusal).
+    """
+    with _transaction(db):
+        for column in (
+            "dials INTEGER NOT NULL DEFAULT 0",
+            "duplicate_of INTEGER",
+            "redial_at REAL",
+            "note TEXT",
+        ):
+            db.execute(f"ALTER TABLE rows ADD COLUMN {column}")
+        for statement in _statements(SCHEMA):
+            if "attempts (" in statement:
+                db.execute(statement)
+        db.execute(
+            "UPDATE rows SET dials = 1 WHERE call_id IS NOT NULL "
+            "OR state IN ('sending', 'ambiguous', 'not_sent')"
+        )
+        db.execute(
+            "INSERT INTO attempts (row, attempt, state, call_id, status, requests, error, "
+            "scheduled_at, sent_at, queued_at, started_at, finished_at, updated_at) "
+            "SELECT row, 1, state, call_id, status, attempts, error, scheduled_at, sent_at, "
+            "queued_at, started_at, finished_at, updated_at FROM rows WHERE dials = 1"
+        )
+        db.execute("UPDATE meta SET value = ? WHERE key = 'schema_version'", (str(SCHEMA_VERSION),))
+
+
+def _prepare_schema(db: sqlite3.Connection, path: Path) -> None:
+    """Create, upgrade or refuse the file's schema (see the module documentation)."""
+    version = _stored_version(db)
+    if version is None:
+        _create(db)
+    elif version == "1":
+        _migrate_1_to_2(db)
+    elif version != str(SCHEMA_VERSION):
+        newer = version.isdigit() and int(version) > SCHEMA_VERSION
+        raise JournalError(
+            f"the journal {path} has schema version {version}; this version of "
+            f"voicehub-async reads versions 1 to {SCHEMA_VERSION}. "
+            + (
+                "It was written by a newer voicehub-async: upgrade to resume it "
+                "(pip install -U voicehub-async), or use a new --journal"
+                if newer
+                else "It is not a journal this SDK wrote: use a new --journal"
+            )
+        )
 
 
 class Journal:
@@ -214,13 +714,14 @@ class Journal:
 
     @classmethod
     def open(cls, path: str | Path, *, durability: Durability = "normal") -> Journal:
-        """Open (creating if needed) the journal at ``path``."""
+        """Open (creating, or upgrading from an older version, if needed) the
+        journal at ``path``; :class:`JournalError` if it cannot be used."""
         path = Path(path)
         lock = _take_lock(path)
         try:
             writer = _connect(path)
             try:
-                writer.executescript(SCHEMA)
+                _prepare_schema(writer, path)
                 reader = sqlite3.connect(
                     path, isolation_level=None, check_same_thread=False, timeout=10.0
                 )
@@ -233,17 +734,7 @@ class Journal:
         except BaseException:
             _release_lock(lock)
             raise
-        journal = cls(path, writer, reader, lock, durability)
-        version = journal.meta().get("schema_version")
-        if version is None:
-            journal.set_meta({"schema_version": str(SCHEMA_VERSION)})
-        elif version != str(SCHEMA_VERSION):
-            journal.close()
-            raise JournalError(
-                f"the journal {path} has schema version {version}; this version of "
-                f"voicehub-async reads version {SCHEMA_VERSION}"
-            )
-        return journal
+        return cls(path, writer, reader, lock, durability)
 
     def close(self) -> None:
         """Close both connections and release the lock (idempotent)."""
@@ -267,17 +758,12 @@ class Journal:
         return dict(self._reader.execute("SELECT key, value FROM meta").fetchall())
 
     def set_meta(self, values: dict[str, str]) -> None:
-        self._writer.execute("BEGIN IMMEDIATE")
-        try:
+        with _transaction(self._writer):
             self._writer.executemany(
                 "INSERT INTO meta (key, value) VALUES (?, ?) "
                 "ON CONFLICT(key) DO UPDATE SET value = excluded.value",
                 list(values.items()),
             )
-        except BaseException:
-            self._writer.execute("ROLLBACK")
-            raise
-        self._writer.execute("COMMIT")
 
     def bind(self, identity: dict[str, str], *, describe: dict[str, str]) -> bool:
         """Tie the journal to a campaign's ``identity`` (source hash, agent...).
@@ -299,38 +785,31 @@ class Journal:
                 )
         return False
 
-    # -- writes (from the writer thread) ----------------------------------------------
+    # -- writes (from the writer) ----------------------------------------------------
 
-    def apply(self, ops: Sequence[Op]) -> None:
+    def apply(self, ops: Sequence[JournalOp]) -> None:
         """Run ``ops`` as one transaction: one commit for all of them.
 
-        Writes of the same kind go in one ``executemany`` (several times
-        cheaper than one ``execute`` each), kinds in the order a row lives
-        through them (:data:`_PHASES`), so that for any one row the writes
-        still land in the order they were made; other statements run last,
-        in order.
+        Statements with the same SQL go in one ``executemany``, kinds in
+        ``phase`` order (see :class:`JournalOp`), so that for any one row the
+        writes still land in the order it lives through them.
         """
-        groups: dict[str, list[Sequence[Any]]] = {}
-        for sql, params in ops:
-            group = groups.get(sql)
-            if group is None:
-                groups[sql] = [params]
-            else:
-                group.append(params)
+        groups: dict[str, tuple[int, list[Sequence[Any]]]] = {}
+        for op in ops:
+            phase = op.phase
+            for sql, params in op.statements():
+                group = groups.get(sql)
+                if group is None:
+                    groups[sql] = (phase, [params])
+                else:
+                    group[1].append(params)
         db = self._writer
-        db.execute("BEGIN IMMEDIATE")
-        try:
-            for sql in sorted(groups, key=lambda s: _PHASES.get(s, len(_PHASES))):
-                batch = groups[sql]
+        with _transaction(db):
+            for sql, (_, batch) in sorted(groups.items(), key=lambda item: item[1][0]):
                 if len(batch) == 1:
                     db.execute(sql, batch[0])
                 else:
                     db.executemany(sql, batch)
-        except BaseException:
-            with contextlib.suppress(sqlite3.Error):
-                db.execute("ROLLBACK")
-            raise
-        db.execute("COMMIT")
 
     def sync(self) -> None:
         """Make every commit so far survive a power cut (durability ``full``).
@@ -371,6 +850,21 @@ class Journal:
             yield from rows
             last = rows[-1].row
 
+    def iter_attempts(self, chunk: int = 2000) -> Iterator[AttemptRow]:
+        """Every dial attempt, in (row, attempt) order, read in chunks."""
+        last = (0, 0)
+        while True:
+            cursor = self._reader.execute(
+                f"SELECT {_ATTEMPT_COLUMNS} FROM attempts AS a JOIN rows AS r ON r.row = a.row "
+                "WHERE (a.row, a.attempt) > (?, ?) ORDER BY a.row, a.attempt LIMIT ?",
+                (*last, chunk),
+            )
+            found = [AttemptRow(*values) for values in cursor.fetchall()]
+            if not found:
+                return
+            yield from found
+            last = (found[-1].row, found[-1].attempt)
+
     def counts(self) -> dict[str, int]:
         """Rows per state."""
         return dict(self._reader.execute("SELECT state, COUNT(*) FROM rows GROUP BY state"))
@@ -378,10 +872,16 @@ class Journal:
     def total_attempts(self) -> tuple[int, int]:
         """(trigger requests, retries) over every row and run."""
         requests, retries = self._reader.execute(
-            "SELECT COALESCE(SUM(attempts), 0), "
-            "COALESCE(SUM(CASE WHEN attempts > 1 THEN attempts - 1 ELSE 0 END), 0) FROM rows"
+            "SELECT COALESCE(SUM(requests), 0), "
+            "COALESCE(SUM(CASE WHEN requests > 1 THEN requests - 1 ELSE 0 END), 0) FROM attempts"
         ).fetchone()
         return int(requests), int(retries)
+
+    def redials(self) -> int:
+        """Dial attempts after a contact's first, over every run."""
+        query = "SELECT COUNT(*) FROM attempts WHERE attempt > 1"
+        (count,) = self._reader.execute(query).fetchone()
+        return int(count)
 
 
 def _mismatch_message(

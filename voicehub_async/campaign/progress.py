@@ -27,8 +27,33 @@ __all__ = ["format_duration", "plain_line", "show_progress"]
 _RICH_REFRESH: Final = 0.25
 
 
+def _total(p: CampaignProgress) -> int:
+    """The bar's end: the estimate while reading (it counts lines), never
+    below the rows dealt with; the campaign puts the real total in at the end."""
+    return max(p.total or 0, p.processed)
+
+
 def _of_total(p: CampaignProgress) -> str:
-    return f"{p.processed}/{p.total}" if p.total else str(p.processed)
+    return f"{p.processed}/{_total(p)}" if p.total else str(p.processed)
+
+
+def _pace(p: CampaignProgress, sep: str = ", ") -> str:
+    """The rate and ETA, or why nothing can be dialed (no connection): a rate
+    would say nothing true then. With a live-call cap, how full it is."""
+    if p.waiting is not None and p.phase in ("dialing", "stopping"):
+        return f"waiting: {p.waiting}"
+    eta = format_duration(p.eta) if p.phase == "dialing" else "-"
+    live = ""
+    if p.live is not None and p.live_limit is not None:
+        live = f"{sep}live {p.live}/{p.live_limit}"
+    return f"{p.rate:.1f} calls/s{sep}ETA {eta}{live}"
+
+
+def _redials(p: CampaignProgress) -> str:
+    """``, 12 redials due (next in 4m10s)`` while redials wait; else nothing."""
+    if not p.redials_waiting:
+        return ""
+    return f", {p.redials_waiting} redials due (next in {format_duration(p.next_redial)})"
 
 
 def plain_line(p: CampaignProgress) -> str:
@@ -38,7 +63,7 @@ def plain_line(p: CampaignProgress) -> str:
         f"sent {p.sent}, queued {p.queued}, in progress {p.in_progress}, "
         f"completed {p.completed}, not completed {p.failed} "
         f"(invalid {p.invalid}, ambiguous {p.ambiguous}), retries {p.retries}, "
-        f"{p.rate:.1f} calls/s, ETA {format_duration(p.eta) if p.phase == 'dialing' else '-'}"
+        f"{_pace(p)}{_redials(p)}"
     )
 
 
@@ -51,11 +76,10 @@ def _panel(p: CampaignProgress) -> RenderableType:
     top = Table.grid(padding=(0, 2))
     top.add_column()
     top.add_column()
-    total = p.total or max(p.processed, 1)
-    eta = format_duration(p.eta) if p.phase == "dialing" else "-"
+    total = max(_total(p), 1)
     top.add_row(
         ProgressBar(total=total, completed=min(p.processed, total), width=30),
-        Text(f"{_of_total(p)} rows  {p.rate:.1f} calls/s  ETA {eta}"),
+        Text(f"{_of_total(p)} rows  {_pace(p, '  ')}"),
     )
     counts = Text.assemble(
         ("sent ", "bold"), str(p.sent), "  ",
@@ -65,7 +89,7 @@ def _panel(p: CampaignProgress) -> RenderableType:
         ("not completed ", "bold red"), str(p.failed),
     )  # fmt: skip
     details = Text(
-        f"invalid {p.invalid}  ambiguous {p.ambiguous}  retries {p.retries}  "
+        f"invalid {p.invalid}  ambiguous {p.ambiguous}  retries {p.retries}{_redials(p)}  "
         f"[{p.phase}, {format_duration(p.elapsed)}]",
         style="dim",
     )

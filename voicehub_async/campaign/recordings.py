@@ -16,7 +16,7 @@ from typing import TYPE_CHECKING
 
 from voicehub_async.errors import NotFoundError, VoiceHubError
 
-from .journal import SQL_RECORDING
+from .journal import RecordRecording
 
 if TYPE_CHECKING:
     from voicehub_async.client import VoiceHubClient
@@ -77,7 +77,7 @@ class RecordingFetcher:
             try:
                 url = await self._lookup(call_id)
                 if url is not None:
-                    self._writer.write((SQL_RECORDING, (url, time.time(), row)))
+                    self._writer.write(RecordRecording(row, url, time.time()))
                     self.fetched += 1
             finally:
                 queue.task_done()

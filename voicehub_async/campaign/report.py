@@ -29,6 +29,10 @@ _ORDER: Final = (
     ("scheduled", "cyan"),
     ("started", "cyan"),
     ("in-progress", "cyan"),
+    ("reconciled", "cyan"),
+    ("redial", "cyan"),
+    ("duplicate", "dim"),
+    ("suppressed", "dim"),
     ("invalid", "red"),
     ("not_sent", "red"),
     ("ambiguous", "bold red"),
@@ -71,6 +75,8 @@ def print_summary(console: Console, summary: CampaignSummary) -> None:
     figures.add_column("figure", style="bold cyan")
     figures.add_column("value")
     figures.add_row("calls placed", str(summary.placed))
+    if summary.redials:
+        figures.add_row("redials", f"{summary.redials} (contacts dialed again, all runs)")
     figures.add_row(
         "trigger requests",
         f"{summary.requests} ({summary.retries} retries, {summary.rate_limited} rate-limited)",
@@ -90,6 +96,8 @@ def print_summary(console: Console, summary: CampaignSummary) -> None:
     figures.add_row("journal", str(summary.journal) + (" (resumed)" if summary.resumed else ""))
     if summary.results is not None:
         figures.add_row("results", str(summary.results))
+    if summary.attempts is not None:
+        figures.add_row("attempts", str(summary.attempts))
     console.print(figures)
 
     for line in advice(summary):
@@ -111,7 +119,18 @@ def advice(summary: CampaignSummary) -> list[str]:
         )
     if summary.invalid:
         lines.append(f"{summary.invalid} row(s) are invalid (see the error column of the results).")
-    if summary.unfinished:
+    if summary.duplicates:
+        lines.append(
+            f"{summary.duplicates} row(s) repeat a number of an earlier row and were not "
+            "dialed (see the note column; --allow-duplicates dials them)."
+        )
+    if summary.horizon_reached and summary.later + summary.live:
+        live = f" ({summary.live} calls still live)" if summary.live else ""
+        lines.append(
+            f"unfinished: {summary.later + summary.live} scheduled for later{live}, "
+            "run again to follow them (--max-wait)."
+        )
+    elif summary.unfinished:
         lines.append(
             f"{summary.unfinished} row(s) are not finished; run the same command again "
             "to resume (calls already placed are followed, never re-dialed)."

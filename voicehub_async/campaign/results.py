@@ -6,10 +6,18 @@ two answers for one row. It is written to a temporary file and renamed, so a
 crash while writing leaves the previous version intact.
 
 CSV by default; a name ending in ``.jsonl``/``.ndjson`` gives JSON lines.
-Columns: ``row, to, call_id, status, attempts, error, recording_url``, where
-``status`` is the row's final state: a call status (``completed``, ``busy``,
-...), or ``invalid``, ``ambiguous``, ``not_sent``, ``lost``, or a state the run
-stopped in (``queued``, ``pending`` for rows never reached...).
+Columns (:data:`RESULT_COLUMNS`): ``row, to, call_id, status, attempts,
+error, recording_url, scheduled_at, requests, note``, where ``status`` is the
+row's final state: a call status (``completed``, ``busy``, ...), or
+``invalid``, ``ambiguous``, ``not_sent``, ``lost``, ``duplicate``,
+``suppressed``, or a state the run stopped in (``queued``, ``scheduled``,
+``redial`` for a redial due later, ``pending`` for rows never reached...).
+``attempts`` is the number of times the contact was dialed, ``call_id`` the
+latest attempt's call, ``requests`` the trigger requests made (retries
+included), ``note`` says why a row was not dialed or its time was moved.
+
+:func:`write_attempts` writes the ``attempts`` table the same way: one line
+per dial (``--attempts-out``).
 """
 
 from __future__ import annotations
@@ -19,12 +27,13 @@ import json
 import os
 import tempfile
 from collections.abc import Iterable
+from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any, Final
 
-from .journal import JournalRow
+from .journal import AttemptRow, JournalRow
 
-__all__ = ["RESULT_COLUMNS", "write_results"]
+__all__ = ["ATTEMPT_COLUMNS", "RESULT_COLUMNS", "write_attempts", "write_results"]
 
 RESULT_COLUMNS: Final = (
     "row",
@@ -35,6 +44,22 @@ RESULT_COLUMNS: Final = (
     "error",
     "recording_url",
     "scheduled_at",
+    "requests",
+    "note",
+)
+ATTEMPT_COLUMNS: Final = (
+    "row",
+    "attempt",
+    "to",
+    "call_id",
+    "status",
+    "requests",
+    "error",
+    "scheduled_at",
+    "sent_at",
+    "queued_at",
+    "started_at",
+    "finished_at",
 )
 
 
@@ -44,10 +69,35 @@ def _record(row: JournalRow) -> dict[str, Any]:
         "to": row.number,
         "call_id": row.call_id,
         "status": row.state,
-        "attempts": row.attempts,
+        "attempts": row.dials,
         "error": row.error,
         "recording_url": row.recording_url,
         "scheduled_at": row.scheduled_at,
+        "requests": row.attempts,
+        "note": row.note,
+    }
+
+
+def _iso(when: float | None) -> str | None:
+    if when is None:
+        return None
+    return datetime.fromtimestamp(when, timezone.utc).isoformat(timespec="milliseconds")
+
+
+def _attempt_record(attempt: AttemptRow) -> dict[str, Any]:
+    return {
+        "row": attempt.row,
+        "attempt": attempt.attempt,
+        "to": attempt.number,
+        "call_id": attempt.call_id,
+        "status": attempt.state,
+        "requests": attempt.requests,
+        "error": attempt.error,
+        "scheduled_at": attempt.scheduled_at,
+        "sent_at": _iso(attempt.sent_at),
+        "queued_at": _iso(attempt.queued_at),
+        "started_at": _iso(attempt.started_at),
+        "finished_at": _iso(attempt.finished_at),
     }
 
 
@@ -57,6 +107,16 @@ def write_results(path: str | Path, rows: Iterable[JournalRow], total: int | Non
     Rows missing from the journal up to ``total`` (never reached) are written
     as ``pending`` so that the file has exactly one line per contact.
     """
+    return _write(path, RESULT_COLUMNS, map(_record, _with_gaps(rows, total)))
+
+
+def write_attempts(path: str | Path, attempts: Iterable[AttemptRow]) -> int:
+    """Write one line per dial attempt to ``path``; returns the number of lines."""
+    return _write(path, ATTEMPT_COLUMNS, map(_attempt_record, attempts))
+
+
+def _write(path: str | Path, columns: tuple[str, ...], records: Iterable[dict[str, Any]]) -> int:
+    """Stream ``records`` to a temporary file beside ``path``, then rename it."""
     path = Path(path)
     jsonl = path.suffix.lower() in (".jsonl", ".ndjson")
     directory = path.parent if str(path.parent) else Path(".")
@@ -66,15 +126,12 @@ def write_results(path: str | Path, rows: Iterable[JournalRow], total: int | Non
         with os.fdopen(fd, "w", encoding="utf-8", newline="") as out:
             writer = None if jsonl else csv.writer(out)
             if writer is not None:
-                writer.writerow(RESULT_COLUMNS)
-            for row in _with_gaps(rows, total):
-                record = _record(row)
+                writer.writerow(columns)
+            for record in records:
                 if writer is None:
                     out.write(json.dumps(record, ensure_ascii=False) + "\n")
                 else:
-                    writer.writerow(
-                        ["" if record[c] is None else record[c] for c in RESULT_COLUMNS]
-                    )
+                    writer.writerow(["" if record[c] is None else record[c] for c in columns])
                 count += 1
         os.replace(temp, path)
     except BaseException:

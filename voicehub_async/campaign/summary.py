@@ -9,15 +9,28 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from pathlib import Path
-from typing import Any, Final
+from typing import TYPE_CHECKING, Any, Final
 
 import attrs
 
 from voicehub_async.models import TERMINAL_STATUSES
 
-from .journal import AMBIGUOUS, INVALID, LOST, NOT_SENT, PENDING, SENDING
+from .journal import (
+    AMBIGUOUS,
+    DUPLICATE,
+    INVALID,
+    LOST,
+    NOT_SENT,
+    PENDING,
+    REDIAL,
+    SENDING,
+    SUPPRESSED,
+)
 
-__all__ = ["EXIT_INCOMPLETE", "EXIT_OK", "CampaignProgress", "CampaignSummary"]
+if TYPE_CHECKING:
+    from voicehub_async.stats import DispatchStats
+
+__all__ = ["EXIT_INCOMPLETE", "EXIT_OK", "CampaignProgress", "CampaignSummary", "placed_rate"]
 
 EXIT_OK: Final = 0
 #: Some rows are ambiguous, failed to send, were lost or are not final yet.
@@ -25,6 +38,18 @@ EXIT_INCOMPLETE: Final = 1
 
 #: Outcomes that leave a row without a call outcome the user can rely on.
 _TROUBLE: Final = frozenset({AMBIGUOUS, NOT_SENT, LOST, SENDING, PENDING, "timed_out"})
+#: Rows that are an outcome without a call: reported, and the rest still went.
+_SKIPPED: Final = frozenset({INVALID, DUPLICATE, SUPPRESSED})
+#: Rows waiting for a time to come (a scheduled call, a redial).
+_LATER: Final = frozenset({"scheduled", REDIAL})
+_LIVE: Final = frozenset({"queued", "started", "in-progress", "reconciled"})
+
+
+def placed_rate(stats: DispatchStats) -> float:
+    """Calls placed per second of dialing: the one rate figure a campaign
+    shows, live and in its summary (triggers that placed nothing do not
+    count: a campaign that cannot reach the service places 0 calls/s)."""
+    return (stats.queued + stats.scheduled) / stats.elapsed if stats.elapsed > 0 else 0.0
 
 
 @attrs.frozen
@@ -37,10 +62,18 @@ class CampaignProgress:
     and earlier ones); ``queued`` and ``in_progress`` are calls waiting or
     under way now; ``completed`` ended completed and ``failed`` covers every
     other end (unanswered, busy, failed, cancelled, invalid, ambiguous, not
-    sent, lost). ``rate`` is rows per second sent by this run, ``eta`` the
-    seconds until every row is sent at that rate (None when unknown).
-    ``phase``: ``starting``, ``dialing``, ``waiting`` (all sent, following
-    calls), ``stopping``, ``done``.
+    sent, lost). ``skipped`` rows are duplicates or suppressed (never
+    dialed). ``rate`` is calls placed per second by this run
+    (:func:`placed_rate`), ``eta`` the seconds until every row is sent at
+    that rate (None when unknown). ``redials`` attempts after a contact's
+    first were made by this run; ``redials_waiting`` are due later, the next
+    in ``next_redial`` seconds. ``phase``: ``starting``, ``dialing``,
+    ``waiting`` (all sent, following calls and redials), ``stopping``,
+    ``stopped`` (after :meth:`Campaign.stop`), ``done``. ``waiting`` says
+    why nothing can be dialed right now (``cannot reach <host> (...)``),
+    None otherwise. ``live`` is the campaign's calls that may be live now
+    (placed and not ended, or ambiguous) and ``live_limit`` the live-call cap
+    in force (None: none); ``live`` is None when the campaign does not count.
     """
 
     phase: str
@@ -57,6 +90,13 @@ class CampaignProgress:
     rate: float
     eta: float | None
     elapsed: float
+    skipped: int = 0
+    redials: int = 0
+    redials_waiting: int = 0
+    next_redial: float | None = None
+    waiting: str | None = None
+    live: int | None = None
+    live_limit: int | None = None
 
 
 @attrs.frozen
@@ -70,7 +110,11 @@ class CampaignSummary:
     dialing), trigger latency percentiles (seconds, retries included),
     queued-to-started percentiles, and ``wall_time``. ``resumed`` is True
     when the journal already existed; ``interrupted`` when the run was
-    stopped before every row was dealt with.
+    stopped before every row was dealt with. ``redials`` counts attempts
+    after a contact's first (all runs); ``horizon_reached`` is True when
+    following stopped at ``max_wait`` with calls or redials left for a
+    later run (:attr:`later`, :attr:`live`); ``attempts`` is the per-attempt
+    file, when one was asked for.
     """
 
     total: int
@@ -92,6 +136,9 @@ class CampaignSummary:
     interrupted: bool
     polled: bool
     journal_commits: int = 0
+    redials: int = 0
+    horizon_reached: bool = False
+    attempts: Path | None = None
 
     def count(self, *states: str) -> int:
         """Rows in any of ``states``."""
@@ -110,10 +157,28 @@ class CampaignSummary:
         return self.count(NOT_SENT)
 
     @property
+    def duplicates(self) -> int:
+        return self.count(DUPLICATE)
+
+    @property
+    def suppressed(self) -> int:
+        return self.count(SUPPRESSED)
+
+    @property
+    def later(self) -> int:
+        """Rows waiting for their time: scheduled calls and redials."""
+        return self.count(*_LATER) if self.polled else self.count(REDIAL)
+
+    @property
+    def live(self) -> int:
+        """Calls placed and not final when the run ended (when following them)."""
+        return self.count(*_LIVE) if self.polled else 0
+
+    @property
     def unfinished(self) -> int:
         """Rows without a final outcome: never sent, or calls not final yet
         (when following them)."""
-        final = TERMINAL_STATUSES | {INVALID, AMBIGUOUS, NOT_SENT, LOST, "timed_out"}
+        final = TERMINAL_STATUSES | _SKIPPED | {AMBIGUOUS, NOT_SENT, LOST, "timed_out"}
         if not self.polled:
             final = final | {"queued", "scheduled", "started", "in-progress"}
         return self.total - self.count(*final)
@@ -121,8 +186,8 @@ class CampaignSummary:
     @property
     def ok(self) -> bool:
         """True when every row has a final outcome and none is ambiguous,
-        unsent or lost (invalid rows are an outcome: they are reported, and
-        the rest of the file still went)."""
+        unsent or lost (invalid, duplicate and suppressed rows are an
+        outcome: they are reported, and the rest of the file still went)."""
         return self.unfinished == 0 and self.count(*_TROUBLE) == 0
 
     @property
@@ -141,6 +206,12 @@ class CampaignSummary:
             "ambiguous": self.ambiguous,
             "invalid": self.invalid,
             "not_sent": self.not_sent,
+            "duplicates": self.duplicates,
+            "suppressed": self.suppressed,
+            "redials": self.redials,
+            "later": self.later,
+            "live": self.live,
+            "horizon_reached": self.horizon_reached,
             "requests": self.requests,
             "retries": self.retries,
             "rate_limited": self.rate_limited,
@@ -155,6 +226,7 @@ class CampaignSummary:
             "wall_time": round(self.wall_time, 3),
             "journal": str(self.journal),
             "results": None if self.results is None else str(self.results),
+            "attempts": None if self.attempts is None else str(self.attempts),
             "resumed": self.resumed,
             "interrupted": self.interrupted,
         }

@@ -13,7 +13,10 @@ anybody twice.
 
 Exit status: 0 when every row has a final outcome (invalid rows count as
 one: they are reported), 1 when some are ambiguous, not sent, lost or not
-finished (interrupted: 128 + the signal number), 2 on bad usage.
+finished, or when the campaign stopped early because the service could not
+be reached or refused the key (the cause is printed in one line; the rows
+not dialed stay pending for a resume) (interrupted: 128 + the signal
+number), 2 on bad usage.
 """
 
 from __future__ import annotations
@@ -40,12 +43,14 @@ from ._common import (
     positive_int,
     print_json,
 )
+from ._live import add_live_arguments, live_options, report_stop_cause
 
 if TYPE_CHECKING:
     from rich.console import Console
 
     from voicehub_async.campaign import Campaign, CampaignSummary
     from voicehub_async.campaign.hours import CallingHours
+    from voicehub_async.campaign.redial import RedialPolicy
     from voicehub_async.client import VoiceHubClient
 
 __all__ = ["add_campaign_options", "register", "report_summary", "run_campaign"]
@@ -54,7 +59,17 @@ __all__ = ["add_campaign_options", "register", "report_summary", "run_campaign"]
 _ABORT_GRACE: Final = 3.0
 
 
+def duration(text: str) -> float:
+    """An argparse type: seconds from ``90``, ``90s``, ``30m``, ``2h``."""
+    from voicehub_async.loadtest.ramp import parse_duration
 
+    try:
+        value = parse_duration(text.strip())
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
+    if not value > 0:
+        raise argparse.ArgumentTypeError(f"must be longer than 0 seconds, got {text!r}")
+    return value
 
 
 def add_campaign_options(parser: argparse.ArgumentParser, *, concurrency: int = 50) -> None:
@@ -106,7 +121,9 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
         "Every row is recorded in a journal before its call goes out: running the "
         "same command again resumes, and never phones anybody twice.",
         epilog="Exit status: 0 every row has a final outcome, 1 some rows are ambiguous, "
-        "were not sent or are not finished, 2 bad usage; 130 after Ctrl-C.",
+        "were not sent or are not finished, or dialing stopped early (service unreachable, "
+        "key refused: the cause is printed, untouched rows stay pending), 2 bad usage; "
+        "130 after Ctrl-C.",
     )
     parser.add_argument("contacts", metavar="CONTACTS", type=Path, help="the contacts file")
     parser.add_argument(
@@ -127,6 +144,13 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
         "(default: <contacts>.results.csv)",
     )
     files.add_argument(
+        "--attempts-out",
+        type=Path,
+        metavar="PATH",
+        help="also write one line per dial attempt (call id, status, times) to PATH, CSV "
+        "or JSON lines",
+    )
+    files.add_argument(
         "--format", choices=("csv", "jsonl"), help="the contacts format (default: from the name)"
     )
     files.add_argument(
@@ -138,6 +162,7 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
         "(repeatable), e.g. --column to=phone",
     )
     add_campaign_options(parser)
+    add_live_arguments(parser)
     follow = parser.add_argument_group("following calls")
     follow.add_argument(
         "--poll",
@@ -165,12 +190,67 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
         "number); others are scheduled for the next opening, e.g. 09:00-20:00",
     )
     when.add_argument(
+        "--calling-days",
+        metavar="DAYS",
+        help="only start calls on these weekdays of the contact's local time, e.g. "
+        "mon-fri or mon,wed,sat (default: every day); others are scheduled for the next "
+        "allowed day",
+    )
+    when.add_argument(
         "--calling-hours-tz",
         metavar="ZONE",
         help="time zone assumed for numbers whose zone is unknown (default: such rows "
         "are refused as invalid), e.g. Europe/Paris",
     )
+    follow.add_argument(
+        "--max-wait",
+        type=duration,
+        default=None,
+        metavar="DURATION",
+        help="stop following calls this long after the last trigger, e.g. 30m or 2h; "
+        "calls scheduled later, redials due later and calls still live stay in the journal "
+        "and the next run follows them (default: 2h)",
+    )
+    redial = parser.add_argument_group("redials")
+    redial.add_argument(
+        "--redial",
+        metavar="STATUSES",
+        help="dial a contact again when its call ended in one of these statuses: "
+        "busy, unanswered, failed (comma-separated, e.g. busy,unanswered); an ambiguous "
+        "trigger is never redialed; needs --poll",
+    )
+    redial.add_argument(
+        "--redial-after",
+        type=duration,
+        default=1800.0,
+        metavar="DURATION",
+        help="how long after the end of a call the next attempt is due, inside the "
+        "calling hours (default: 30m)",
+    )
+    redial.add_argument(
+        "--max-attempts",
+        type=positive_int,
+        default=3,
+        metavar="N",
+        help="attempts per contact at most, the first included (default: %(default)s)",
+    )
     safety = parser.add_argument_group("safety")
+    safety.add_argument(
+        "--suppress",
+        type=Path,
+        action="append",
+        default=[],
+        metavar="FILE",
+        help="a do-not-call list: one number a line, or CSV with a to/number/phone column "
+        "(read with --default-region); matching rows are suppressed, never dialed. "
+        "Repeatable",
+    )
+    safety.add_argument(
+        "--allow-duplicates",
+        action="store_true",
+        help="dial a number once per row holding it (default: only its first row; later "
+        "rows are reported as duplicates, never dialed)",
+    )
     safety.add_argument(
         "--redial-ambiguous",
         action="store_true",
@@ -192,16 +272,35 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
 def _calling_hours(args: argparse.Namespace) -> CallingHours | None:
     from voicehub_async.campaign.hours import CallingHours
 
-    if args.calling_hours is None:
+    if args.calling_hours is None and args.calling_days is None:
         if args.calling_hours_tz is not None:
             raise CommandError(
-                "--calling-hours-tz needs --calling-hours", field="--calling-hours-tz"
+                "--calling-hours-tz needs --calling-hours or --calling-days",
+                field="--calling-hours-tz",
             )
         return None
+    option = "--calling-hours" if args.calling_hours is not None else "--calling-days"
     try:
-        return CallingHours.parse(args.calling_hours, args.calling_hours_tz)
+        return CallingHours.parse(args.calling_hours, args.calling_hours_tz, args.calling_days)
     except ValueError as exc:
-        raise CommandError(f"--calling-hours: {exc}", field="--calling-hours") from None
+        field = "--calling-days" if "days" in str(exc) else option
+        raise CommandError(f"{field}: {exc}", field=field) from None
+
+
+def _redial(args: argparse.Namespace) -> RedialPolicy | None:
+    from voicehub_async.campaign.redial import RedialPolicy
+
+    if args.redial is None:
+        return None
+    if not args.poll:
+        raise CommandError(
+            "--redial needs --poll: a call's end must be seen to dial it again",
+            field="--redial",
+        )
+    try:
+        return RedialPolicy(args.redial, after=args.redial_after, max_attempts=args.max_attempts)
+    except ValueError as exc:
+        raise CommandError(f"--redial: {exc}", field="--redial") from None
 
 
 def _columns(args: argparse.Namespace) -> dict[str, str]:
@@ -243,18 +342,30 @@ def _check_agent(args: argparse.Namespace) -> None:
 
 def _campaign_command(args: argparse.Namespace) -> Any:
     hours = _calling_hours(args)
+    redial = _redial(args)
     if not args.contacts.is_file():
         raise CommandError(
             f"no contacts file {args.contacts}", kind="invalid_input", field="CONTACTS"
         )
+    for path in args.suppress:
+        if not path.is_file():
+            raise CommandError(
+                f"no do-not-call list {path}", kind="invalid_input", field="--suppress"
+            )
     args.columns = _columns(args)
     _check_agent(args)
     client = make_client(args, max_connections=max(100, args.concurrency))
-    return _run(args, client, hours)
+    return _run(args, client, hours, redial)
 
 
-async def _run(args: argparse.Namespace, client: VoiceHubClient, hours: CallingHours | None) -> int:
+async def _run(
+    args: argparse.Namespace,
+    client: VoiceHubClient,
+    hours: CallingHours | None,
+    redial: RedialPolicy | None,
+) -> int:
     from voicehub_async.campaign import Campaign
+    from voicehub_async.campaign.runner import DEFAULT_MAX_WAIT
 
     async with client:
         campaign = Campaign(
@@ -273,8 +384,14 @@ async def _run(args: argparse.Namespace, client: VoiceHubClient, hours: CallingH
             max_poll_interval=max(30.0, args.poll_interval),
             recordings=args.recordings,
             calling_hours=hours,
+            allow_duplicates=args.allow_duplicates,
+            suppress=args.suppress or None,
+            redial=redial,
+            max_wait=DEFAULT_MAX_WAIT if args.max_wait is None else args.max_wait,
+            attempts=args.attempts_out,
             redial_ambiguous=args.redial_ambiguous,
             durability=args.durability,
+            **live_options(args),
         )
         summary, code = await run_campaign(campaign, args)
     report_summary(summary, as_json=bool(args.json))
@@ -288,21 +405,30 @@ async def run_campaign(campaign: Campaign, args: argparse.Namespace) -> tuple[Ca
     """
     from voicehub_async.campaign import ContactsError, JournalError, JournalMismatchError
     from voicehub_async.campaign.progress import show_progress
+    from voicehub_async.campaign.suppression import SuppressionError
 
     as_json = bool(args.json)
     display = make_console(stderr=as_json)
     with _signals(campaign, display) as received:
         try:
+            # Everything that can be refused is, before the display starts:
+            # a usage error is never preceded by a progress line.
+            await campaign.open()
             async with show_progress(
                 campaign.progress, console=display, interval=args.progress_interval
             ):
                 summary = await campaign.run()
+            report_stop_cause(campaign)
         except ContactsError as exc:
             raise _refused(campaign, str(exc), "invalid_input", "CONTACTS") from None
+        except SuppressionError as exc:
+            raise _refused(campaign, str(exc), "invalid_input", "--suppress") from None
         except JournalMismatchError as exc:
             raise _refused(campaign, str(exc), "journal_mismatch", "--journal") from None
         except JournalError as exc:
             raise CommandError(str(exc), exit_code=EXIT_API_ERROR, kind="journal") from None
+        finally:
+            campaign.close()
     return summary, (128 + received[0]) if received else summary.exit_code
 
 

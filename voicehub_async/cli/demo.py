@@ -4,14 +4,18 @@ No account, no key, no network beyond loopback: the simulator starts in this
 process on a free port with a realistic mix of latency, errors, rate limits
 and outcomes (see :mod:`voicehub_async.campaign.demo`), 1,000 synthetic
 contacts are written to a temporary directory, and the campaign runs with
-the same display, journal and summary as ``voicehub campaign``. At the end
-the simulator's own log is checked: no number was dialed twice.
+the same display, journal and summary as ``voicehub campaign``, with a
+duplicate row, a do-not-call list and one redial of busy and unanswered
+contacts. At the end the simulator's own log is checked against the
+journal: no number was dialed more often than its attempts say.
 """
 
 from __future__ import annotations
 
 import argparse
+import csv
 import tempfile
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
@@ -39,7 +43,8 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
         description="Start the built-in VoiceHub simulator on a free loopback port (latency, "
         "2% of 503s, a rate limit, ~70% completed / 15% unanswered / 10% busy / 5% "
         "failed, a few scheduled calls, a 60x faster clock), write synthetic contacts to a "
-        "temporary directory and run a full campaign on them, to the final summary.",
+        "temporary directory (one number twice, two on a do-not-call list) and run a full "
+        "campaign on them, busy and unanswered contacts redialed once, to the final summary.",
     )
     parser.add_argument(
         "--calls", type=_calls, default=1000, metavar="N", help="contacts (default: %(default)s)"
@@ -67,8 +72,10 @@ async def _run(args: argparse.Namespace) -> int:
     from voicehub_async.campaign import Campaign
     from voicehub_async.campaign.demo import (
         DEMO_AGENT,
+        demo_redial,
         demo_simulator_config,
         write_demo_contacts,
+        write_demo_suppression,
     )
     from voicehub_async.client import VoiceHubClient
     from voicehub_async.simulator import Simulator
@@ -76,6 +83,7 @@ async def _run(args: argparse.Namespace) -> int:
     directory = args.dir or Path(tempfile.mkdtemp(prefix="voicehub-demo-"))
     directory.mkdir(parents=True, exist_ok=True)
     contacts = write_demo_contacts(directory / "contacts.csv", args.calls, seed=args.seed)
+    do_not_call = write_demo_suppression(directory / "do-not-call.txt", contacts)
     console = make_console(stderr=bool(args.json))
     async with Simulator(demo_simulator_config(args.seed), host="127.0.0.1", port=0) as sim:
         if not args.json:
@@ -92,6 +100,9 @@ async def _run(args: argparse.Namespace) -> int:
                 agent_id=DEMO_AGENT,
                 results=directory / "results.csv",
                 journal=directory / "journal.db",
+                attempts=directory / "attempts.csv",
+                suppress=[do_not_call],
+                redial=demo_redial(),
                 concurrency=args.concurrency,
                 rate_limit=args.rate,
                 max_retries=args.max_retries,
@@ -102,14 +113,18 @@ async def _run(args: argparse.Namespace) -> int:
                 follow_schedule=False,
             )
             summary, code = await run_campaign(campaign, args)
-        twice = sum(1 for n in sim.placed_counts().values() if n > 1)
+        twice = _extra_calls(sim.placed_counts(), directory / "results.csv")
         report_summary(
             summary,
             as_json=bool(args.json),
             extra={"demo": {"dialed_twice": twice, "directory": str(directory)}},
         )
         if not args.json:
-            verdict = "no number was dialed twice" if not twice else f"{twice} numbers dialed TWICE"
+            verdict = (
+                "no number was dialed more often than its attempts say"
+                if not twice
+                else f"{twice} numbers dialed MORE than the journal says"
+            )
             console.print(
                 f"simulator: {sim.trigger_count} trigger requests, {sim.created_count} calls "
                 f"created; {verdict}",
@@ -117,3 +132,14 @@ async def _run(args: argparse.Namespace) -> int:
                 highlight=False,
             )
     return EXIT_API_ERROR if twice else code
+
+
+def _extra_calls(placed: Mapping[str, int], results: Path) -> int:
+    """Numbers the simulator placed more calls to than the results' attempts."""
+    attempts: dict[str, int] = {}
+    if results.exists():
+        with results.open(encoding="utf-8", newline="") as stream:
+            for line in csv.DictReader(stream):
+                if line["to"] and line["attempts"]:
+                    attempts[line["to"]] = attempts.get(line["to"], 0) + int(line["attempts"])
+    return sum(1 for number, calls in placed.items() if calls > attempts.get(number, 0))

@@ -37,6 +37,7 @@ from ._common import (
     add_client_arguments,
     make_client,
     make_console,
+    port_number,
     positive_float,
     positive_int,
     print_fields,
@@ -117,7 +118,7 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
     follow = parser.add_argument_group("following calls")
     follow.add_argument(
         "--webhook-port",
-        type=_port,
+        type=port_number,
         metavar="PORT",
         help="also receive VoiceHub's webhooks on this port (secret from "
         f"${WEBHOOK_SECRET_ENV}; 0 picks a free port, useful with --simulate)",
@@ -202,16 +203,6 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
     )
     add_client_arguments(parser)
     parser.set_defaults(handler=run_loadtest)
-
-
-def _port(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"not a port number: {text!r}") from None
-    if not 0 <= value <= 65535:
-        raise argparse.ArgumentTypeError(f"a port is 0 to 65535, got {text!r}")
-    return value
 
 
 # -- checking the options -------------------------------------------------------------------

@@ -26,7 +26,7 @@ not on the client class: nothing here imports :mod:`voicehub_async.client`.
 from ..stats import OUTCOMES, DispatchStats, Outcome
 from .dispatcher import Dispatcher
 from .feed import as_call_request
-from .results import DispatchResult, OnResult, OnSending, RequestItem
+from .results import DispatchResult, OnResult, OnSending, RequestItem, TriggerGate
 
 # The name the tests (and older code) know it by.
 _as_call_request = as_call_request
@@ -40,4 +40,5 @@ __all__ = [
     "OnSending",
     "Outcome",
     "RequestItem",
+    "TriggerGate",
 ]

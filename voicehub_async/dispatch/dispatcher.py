@@ -58,7 +58,7 @@ from ..stats import DispatchStats, Outcome, StatsRecorder
 from .channel import Channel
 from .control import Control, Worker, logger
 from .feed import Feed
-from .results import DispatchResult, OnResult, OnSending, RequestItem
+from .results import DispatchResult, OnResult, OnSending, RequestItem, TriggerGate
 from .sender import Sender, call_hook
 
 __all__ = ["Dispatcher"]
@@ -95,6 +95,9 @@ class Dispatcher:
     * ``on_result(result)``: called (and awaited if async) for every result
       as soon as it is known, also for results the consumer never reads
       (after a stop).
+    * ``gate``: a :class:`~voicehub_async.dispatch.results.TriggerGate`
+      consulted around every trigger (a campaign's live-call cap and its
+      stop-early breaker).
     * ``max_retries``, ``timeout``: per request, as for
       :meth:`~voicehub_async.VoiceHubClient.trigger` (default: the client's).
     * ``prepared`` (deprecated): take every request as prepared already.
@@ -130,6 +133,7 @@ class Dispatcher:
         rate_limit: float | None = None,
         on_sending: OnSending | None = None,
         on_result: OnResult | None = None,
+        gate: TriggerGate | None = None,
         max_retries: int | None = None,
         timeout: float | None = None,
         prepared: bool | None = None,
@@ -168,6 +172,7 @@ class Dispatcher:
         self.rate_limit = rate_limit
         self._on_sending = on_sending
         self._on_result = on_result
+        self._gate = gate
         self._max_retries = policy.max_retries if max_retries is None else max_retries
         self._timeout = timeout
         self._drain_timeout = drain_timeout
@@ -303,6 +308,7 @@ class Dispatcher:
             clock=clock,
             sleep=self._sleep,
             on_sending=self._on_sending,
+            gate=self._gate,
             max_retries=self._max_retries,
             timeout=self._timeout,
         )
@@ -392,6 +398,8 @@ class Dispatcher:
                     result = DispatchResult(index, raw, None, None, "not_sent", 0, 0.0)
                 else:
                     result = await send(worker, index, raw, prepared)
+                    if self._gate is not None:
+                        self._gate.settled(result)
                 stats.counts[result.outcome] += 1
                 if result.attempts:
                     stats.latency.add(result.elapsed)

@@ -3,14 +3,14 @@
 from __future__ import annotations
 
 from collections.abc import Awaitable, Callable, Mapping
-from typing import Any
+from typing import Any, Protocol
 
 import attrs
 
 from ..models import Call, CallRequest
 from ..stats import Outcome
 
-__all__ = ["DispatchResult", "OnResult", "OnSending", "RequestItem", "outcome_of"]
+__all__ = ["DispatchResult", "OnResult", "OnSending", "RequestItem", "TriggerGate", "outcome_of"]
 
 #: One input row: a :class:`~voicehub_async.CallRequest`, or a mapping with
 #: :meth:`~voicehub_async.VoiceHubClient.trigger_call`'s keyword names.
@@ -70,3 +70,26 @@ class DispatchResult:
 
 #: ``on_result(result)``: returns None, or an awaitable.
 OnResult = Callable[[DispatchResult], Awaitable[object] | None]
+
+
+class TriggerGate(Protocol):
+    """Consulted around every trigger: a campaign's live-call cap and breaker
+    (:class:`voicehub_async.campaign.live.LiveControl`).
+
+    ``acquire(index)`` is awaited before an input's first attempt (it may
+    wait: a live-call slot); ``attempted(index, error)`` hears every
+    attempt's outcome (None: it placed a call); when the service answers the
+    live-call-limit 429, ``concurrency_limited(index, delay)`` is awaited
+    (the input waits for a call to end rather than slowing every worker
+    down) and the trigger goes again, not counted against ``max_retries``:
+    it provably placed nothing; ``settled(result)`` gets every result of an
+    input that was sent or waited, before ``on_result``.
+    """
+
+    async def acquire(self, index: int, /) -> None: ...
+
+    def attempted(self, index: int, error: BaseException | None, /) -> None: ...
+
+    async def concurrency_limited(self, index: int, delay: float, /) -> None: ...
+
+    def settled(self, result: DispatchResult, /) -> None: ...

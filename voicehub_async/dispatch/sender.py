@@ -23,11 +23,11 @@ from .._ratelimit import Pacer
 from ..errors import AmbiguousTriggerError, APIConnectionError, VoiceHubError
 from ..models import PreparedRequest
 from ..protocols import TriggerClient
-from ..retry import Attempts, FailureKind
+from ..retry import Attempts, FailureKind, classify
 from ..stats import Outcome, StatsRecorder
 from ..telemetry import Operation
 from .control import Control, Worker
-from .results import DispatchResult, OnSending, outcome_of
+from .results import DispatchResult, OnSending, TriggerGate, outcome_of
 
 if TYPE_CHECKING:
     from ..config import TimeoutTypes
@@ -53,6 +53,7 @@ class Sender:
         "_client",
         "_clock",
         "_control",
+        "_gate",
         "_max_retries",
         "_on_sending",
         "_pacer",
@@ -72,6 +73,7 @@ class Sender:
         sleep: Callable[[float], Awaitable[None]],
         on_sending: OnSending | None,
         max_retries: int,
+        gate: TriggerGate | None = None,
         timeout: TimeoutTypes | None,
     ) -> None:
         self._client = client
@@ -81,6 +83,7 @@ class Sender:
         self._clock = clock
         self._sleep = sleep
         self._on_sending = on_sending
+        self._gate = gate
         self._max_retries = max_retries
         self._timeout = timeout
 
@@ -126,6 +129,16 @@ class Sender:
         attempts = 0
         last_error: VoiceHubError | None = None
         state: Attempts | None = None  # made at the first failure only
+        gate = self._gate
+        if gate is not None:
+            worker.cancellable = True
+            try:
+                await gate.acquire(index)
+            except asyncio.CancelledError:
+                control.stop()
+                return self._unsent(index, raw, None, 0, started, None)
+            finally:
+                worker.cancellable = False
         while True:
             if pacer.gated:
                 worker.cancellable = True
@@ -185,11 +198,35 @@ class Sender:
                     index, raw, None, exc, "ambiguous", attempts, clock() - started
                 )
             else:
+                if gate is not None:
+                    gate.attempted(index, None)
                 return DispatchResult(
                     index, raw, call, None, outcome_of(call), attempts, clock() - started
                 )
             finally:
                 stats.in_flight -= 1
+            if gate is not None:
+                gate.attempted(index, error)
+                if classify(error) is FailureKind.LIVE_CALL_LIMIT and (
+                    state is None or state.placed_by is None
+                ):
+                    # At the account's live-call cap: nothing was placed and
+                    # only a call ending makes room. The gate waits for that;
+                    # the pace and the retry budget are left alone.
+                    stats.rate_limited += 1
+                    last_error = error
+                    if control.stopping:
+                        return self._unsent(index, raw, last_error, attempts, started, state)
+                    worker.cancellable = True
+                    try:
+                        delay = client.retry_policy.delay(error, attempts)
+                        await gate.concurrency_limited(index, delay)
+                    except asyncio.CancelledError:
+                        control.stop()
+                        return self._unsent(index, raw, last_error, attempts, started, state)
+                    finally:
+                        worker.cancellable = False
+                    continue
 
             # The attempt failed: the policy says what it means and what next.
             if state is None:
