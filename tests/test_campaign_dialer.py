@@ -7,6 +7,7 @@ from __future__ import annotations
 import asyncio
 import collections
 import csv
+import hashlib
 import itertools
 import sqlite3
 from collections.abc import AsyncIterator, Iterable
@@ -297,6 +298,7 @@ async def test_a_row_scheduled_years_ahead_does_not_hold_the_campaign(
     assert summary.exit_code == 1 and summary.unfinished == 1
     rows = read_csv(tmp_path / "c.results.csv")
     assert rows[1]["status"] == "scheduled" and rows[1]["scheduled_at"] == "2031-01-15T10:00"
+    assert "--max-wait" in rows[1]["note"] and not rows[0]["note"]
     assert {rows[0]["status"], rows[2]["status"]} <= FINAL
 
     resumed = await asyncio.wait_for(campaign(client, source).run(), 60)
@@ -349,7 +351,13 @@ async def test_a_journal_written_by_0_1_is_migrated_and_resumed(
     sim: Simulator, client: VoiceHubClient, tmp_path: Path
 ) -> None:
     source = write_csv(tmp_path / "c.csv", [[number(i), f"n{i}"] for i in range(1, 7)])
-    digests = [row.digest for row in read_contacts(source)]
+    # Row hashes exactly as 0.1 computed them (its reader's cells, joined by
+    # \x1f, blake2b-96): a resume must recognise the rows of a real old journal.
+    digests = [
+        hashlib.blake2b(f"{number(i)}\x1fn{i}".encode(), digest_size=12).hexdigest()
+        for i in range(1, 7)
+    ]
+    assert digests == [row.digest for row in read_contacts(source)]
     journal = tmp_path / "old.db"
     # As 0.1 left it after a crash: two calls placed (one final, one live),
     # a row cut off mid-trigger, a refused row, a row never reached.
@@ -357,9 +365,10 @@ async def test_a_journal_written_by_0_1_is_migrated_and_resumed(
     live = await client.trigger(_request(number(2)))
     with sqlite3.connect(journal) as db:
         db.executescript(SCHEMA_0_1)
+        sha256 = hashlib.sha256(source.read_bytes()).hexdigest()
         db.executemany(
             "INSERT INTO meta VALUES (?, ?)",
-            [("schema_version", "1"), ("source_sha256", _sha256(source)), ("agent_id", AGENT),
+            [("schema_version", "1"), ("source_sha256", sha256), ("agent_id", AGENT),
              ("source_name", "c.csv")],
         )  # fmt: skip
         db.executemany(
@@ -414,12 +423,6 @@ def _request(to: str) -> Any:
     from voicehub_async import CallRequest
 
     return CallRequest(to=to, agent_id=AGENT)
-
-
-def _sha256(path: Path) -> str:
-    from voicehub_async.campaign.contacts import fingerprint_file
-
-    return fingerprint_file(path).sha256
 
 
 # -- calling days ----------------------------------------------------------------------------

@@ -155,3 +155,10 @@ def test_seen_numbers_give_the_first_row() -> None:
         assert seen.claim("+14155550101", 9) is None
     finally:
         seen.close()
+
+
+def test_a_redial_waits_for_a_run_with_the_policy() -> None:
+    previous = journal_row(8, "redial", dials=2, redial_at=NOW.timestamp(), call_id="c8")
+    assert plan_row(contact(8), previous, OPTIONS, NOW, Claims()) == Done("redial", "c8")
+    fewer = PlanOptions(agent_id="agent-1", redial=RedialPolicy(max_attempts=2))
+    assert plan_row(contact(8), previous, fewer, NOW, Claims()) == Done("redial", "c8")

@@ -36,7 +36,7 @@ from typing import Any, ClassVar, Final, Literal
 
 import attrs
 
-from voicehub_async.models import TERMINAL_STATUSES
+from voicehub_async.models import TERMINAL_STATUSES, CallStage, CallStatus
 
 __all__ = [
     "AMBIGUOUS",
@@ -69,6 +69,7 @@ __all__ = [
     "RecordTriggerFailed",
     "RecordTriggered",
     "RecordUnsent",
+    "waiting_kind",
 ]
 
 #: The row has not been dialed (rows not in the table yet are pending too).
@@ -95,9 +96,35 @@ RECONCILED: Final = "reconciled"
 
 #: States after which a row needs nothing more (``ambiguous`` unless the user
 #: asks to redial). A terminal call status is its own state.
+#: The states of a row that are not a call status.
+_ROW_STATES: Final = frozenset(
+    {PENDING, SENDING, INVALID, AMBIGUOUS, NOT_SENT, LOST, DUPLICATE, SUPPRESSED, "timed_out"}
+)
+
 DONE_STATES: Final = (
     frozenset({INVALID, AMBIGUOUS, LOST, DUPLICATE, SUPPRESSED}) | TERMINAL_STATUSES
 )
+
+
+def waiting_kind(state: str) -> Literal["later", "live"] | None:
+    """Whether a row in ``state`` waits for its time (``later``: a scheduled
+    call, a redial), is a call under way (``live``), or neither (None: not
+    dialed yet, or an outcome). Call statuses go by their
+    :class:`~voicehub_async.models.CallStage`, the SDK's one status order
+    (a status the API does not document counts as live)."""
+    if state == REDIAL:
+        return "later"
+    if state == RECONCILED:
+        return "live"
+    if state in _ROW_STATES:
+        return None
+    stage = CallStatus(state).stage
+    if stage is CallStage.SCHEDULED:
+        return "later"
+    if stage is CallStage.ENDED:
+        return None
+    return "live"
+
 
 #: The version this release writes. 1: 0.1 (``rows`` only); 2: ``attempts``,
 #: and the ``rows`` columns ``dials``, ``duplicate_of``, ``redial_at``, ``note``.

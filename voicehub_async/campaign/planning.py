@@ -206,9 +206,13 @@ def plan_row(
         decision = _fresh(contact, previous.dials + 1, options, now, _Nobody())
         if not isinstance(decision, Dial):
             return decision  # suppressed since, or no longer valid
-        return Redial(
-            _without_schedule(decision.request), decision.attempt, previous.redial_at or 0.0
-        )
+        policy = options.redial
+        if policy is None or previous.dials >= policy.max_attempts:
+            # A run without the policy (or with fewer attempts) does not
+            # redial: the row keeps waiting for a run that does.
+            return Done(REDIAL, previous.call_id)
+        due = previous.redial_at or 0.0
+        return Redial(_without_schedule(decision.request), decision.attempt, due)
     if previous.call_id is not None and state not in _SEND_AGAIN:
         request = None
         if options.redial is not None:

@@ -17,6 +17,9 @@ Decisions where the issue is silent:
 * A trigger the service refused (``not_sent``) placed nothing: it is not an
   attempt, and a resume sends it again as the same attempt.
 * The interval runs from the moment the end of the call was seen.
+* The policy belongs to the run: a resume without ``--redial`` (or with a
+  lower ``--max-attempts``) dials no redial; those rows stay ``redial`` for
+  a run that has the policy.
 """
 
 from __future__ import annotations

@@ -31,9 +31,9 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any, Final
 
-from .journal import AttemptRow, JournalRow
+from .journal import AttemptRow, JournalRow, waiting_kind
 
-__all__ = ["ATTEMPT_COLUMNS", "RESULT_COLUMNS", "write_attempts", "write_results"]
+__all__ = ["ATTEMPT_COLUMNS", "HORIZON_NOTE", "RESULT_COLUMNS", "write_attempts", "write_results"]
 
 RESULT_COLUMNS: Final = (
     "row",
@@ -101,13 +101,36 @@ def _attempt_record(attempt: AttemptRow) -> dict[str, Any]:
     }
 
 
-def write_results(path: str | Path, rows: Iterable[JournalRow], total: int | None = None) -> int:
+#: The note of a row left waiting when a run stopped following at its horizon.
+HORIZON_NOTE: Final = (
+    "not final when this run stopped following it (--max-wait): run again to follow it"
+)
+
+
+def write_results(
+    path: str | Path,
+    rows: Iterable[JournalRow],
+    total: int | None = None,
+    *,
+    horizon_reached: bool = False,
+) -> int:
     """Write ``rows`` (in row order) to ``path``; returns the number of lines.
 
     Rows missing from the journal up to ``total`` (never reached) are written
-    as ``pending`` so that the file has exactly one line per contact.
+    as ``pending`` so that the file has exactly one line per contact. With
+    ``horizon_reached``, rows still waiting (a call scheduled later, a redial
+    due later, a call still live) say so in their note.
     """
-    return _write(path, RESULT_COLUMNS, map(_record, _with_gaps(rows, total)))
+    records = map(_record, _with_gaps(rows, total))
+    if horizon_reached:
+        records = map(_note_waiting, records)
+    return _write(path, RESULT_COLUMNS, records)
+
+
+def _note_waiting(record: dict[str, Any]) -> dict[str, Any]:
+    if waiting_kind(record["status"]) is not None and not record["note"]:
+        record["note"] = HORIZON_NOTE
+    return record
 
 
 def write_attempts(path: str | Path, attempts: Iterable[AttemptRow]) -> int:

@@ -41,6 +41,7 @@ short, flush the journal, return) are what a command line or a backend calls.
 from __future__ import annotations
 
 import asyncio
+import functools
 import heapq
 import itertools
 import logging
@@ -705,7 +706,12 @@ class Campaign:
             total = max(total, self._total_estimate or 0)
         results = None
         if self.results_path is not None and not self._aborting:
-            await asyncio.to_thread(write_results, self.results_path, journal.iter_rows(), total)
+            await asyncio.to_thread(
+                functools.partial(write_results, horizon_reached=self._horizon_reached),
+                self.results_path,
+                journal.iter_rows(),
+                total,
+            )
             results = self.results_path
         if self.attempts_path is not None and not self._aborting:
             await asyncio.to_thread(write_attempts, self.attempts_path, journal.iter_attempts())

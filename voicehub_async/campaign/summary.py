@@ -25,6 +25,7 @@ from .journal import (
     REDIAL,
     SENDING,
     SUPPRESSED,
+    waiting_kind,
 )
 
 if TYPE_CHECKING:
@@ -40,9 +41,6 @@ EXIT_INCOMPLETE: Final = 1
 _TROUBLE: Final = frozenset({AMBIGUOUS, NOT_SENT, LOST, SENDING, PENDING, "timed_out"})
 #: Rows that are an outcome without a call: reported, and the rest still went.
 _SKIPPED: Final = frozenset({INVALID, DUPLICATE, SUPPRESSED})
-#: Rows waiting for a time to come (a scheduled call, a redial).
-_LATER: Final = frozenset({"scheduled", REDIAL})
-_LIVE: Final = frozenset({"queued", "started", "in-progress", "reconciled"})
 
 
 def placed_rate(stats: DispatchStats) -> float:
@@ -167,12 +165,16 @@ class CampaignSummary:
     @property
     def later(self) -> int:
         """Rows waiting for their time: scheduled calls and redials."""
-        return self.count(*_LATER) if self.polled else self.count(REDIAL)
+        if not self.polled:
+            return self.count(REDIAL)
+        return sum(n for state, n in self.counts.items() if waiting_kind(state) == "later")
 
     @property
     def live(self) -> int:
         """Calls placed and not final when the run ended (when following them)."""
-        return self.count(*_LIVE) if self.polled else 0
+        if not self.polled:
+            return 0
+        return sum(n for state, n in self.counts.items() if waiting_kind(state) == "live")
 
     @property
     def unfinished(self) -> int:
