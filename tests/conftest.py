@@ -50,3 +50,37 @@ def mock_aiohttp(monkeypatch: pytest.MonkeyPatch) -> Iterator[aioresponses]:
         monkeypatch.setattr(core, "ClientResponse", CompatResponse)
     with aioresponses() as mock:
         yield mock
+
+
+#: The database the PostgreSQL store's tests use; .ci/run sets it.
+POSTGRES_URL_ENV = "VOICEHUB_TEST_POSTGRES_URL"
+
+
+@pytest.fixture
+def postgres_url() -> Iterator[str]:
+    """A PostgreSQL URL with a fresh schema of its own (dropped after the test),
+    so that suites run at once on one database never see each other's rows.
+    Skipped, saying how to run it, when $VOICEHUB_TEST_POSTGRES_URL is unset."""
+    import asyncio
+    import os
+    import uuid
+
+    url = os.environ.get(POSTGRES_URL_ENV)
+    if not url:
+        pytest.skip(
+            f"PostgreSQL tests need a database: set {POSTGRES_URL_ENV}="
+            "postgresql://postgres@127.0.0.1:5432/test (as .ci/run does)"
+        )
+    schema = f"t_{uuid.uuid4().hex[:16]}"
+    yield f"{url}{'&' if '?' in url else '?'}schema={schema}"
+
+    async def drop() -> None:
+        import asyncpg
+
+        conn = await asyncpg.connect(url)
+        try:
+            await conn.execute(f'DROP SCHEMA IF EXISTS "{schema}" CASCADE')
+        finally:
+            await conn.close()
+
+    asyncio.run(drop())

@@ -45,7 +45,7 @@ import functools
 from collections.abc import Sequence
 from typing import Final
 
-from .journal import Journal, JournalError, Op
+from .journal import JournalError, JournalStore, Op
 
 __all__ = ["GroupCommitter"]
 
@@ -66,7 +66,7 @@ class GroupCommitter:
 
     def __init__(
         self,
-        journal: Journal,
+        journal: JournalStore,
         *,
         max_delay: float = _DEFAULT_MAX_DELAY,
         max_buffer: int = _DEFAULT_MAX_BUFFER,

@@ -26,6 +26,7 @@ newer release is refused, never guessed at.
 
 from __future__ import annotations
 
+import abc
 import contextlib
 import os
 import sqlite3
@@ -52,12 +53,14 @@ __all__ = [
     "SCHEMA_VERSION",
     "SENDING",
     "SUPPRESSED",
+    "SqliteJournal",
     "AttemptRow",
     "Journal",
     "JournalError",
     "JournalMismatchError",
     "JournalOp",
     "JournalRow",
+    "JournalStore",
     "MarkSending",
     "RecordAmbiguous",
     "RecordInvalid",
@@ -713,13 +716,113 @@ def _prepare_schema(db: sqlite3.Connection, path: Path) -> None:
         )
 
 
-class Journal:
+class JournalStore(abc.ABC):
+    """What a campaign needs of its journal, whatever stores it.
+
+    Implemented by :class:`SqliteJournal` (a file: the default, one process)
+    and :class:`~voicehub_async.campaign.store.pgjournal.PostgresJournal` (a
+    campaign in a PostgreSQL database, shared by many workers). Writes are
+    the typed :class:`JournalOp` values, applied in batches, each batch one
+    transaction (``apply``, called from one writer at a time); reads come
+    from the event loop. The rules that are not about storage live here,
+    once: :meth:`bind` and :meth:`iter_rows`.
+    """
+
+    #: Where the journal is, for messages.
+    path: str | Path
+    #: ``full``: :meth:`sync` makes commits survive a power cut.
+    durability: Durability
+
+    @abc.abstractmethod
+    def close(self) -> None:
+        """Release the journal (idempotent)."""
+
+    @abc.abstractmethod
+    def meta(self) -> dict[str, str]:
+        """The journal's metadata as a dict."""
+
+    @abc.abstractmethod
+    def set_meta(self, values: dict[str, str]) -> None:
+        """Set (insert or replace) metadata values."""
+
+    @abc.abstractmethod
+    def apply(self, ops: Sequence[JournalOp]) -> None:
+        """Run ``ops`` as one transaction, in ``phase`` order."""
+
+    @abc.abstractmethod
+    def sync(self) -> None:
+        """Make every commit so far survive a power cut (durability ``full``)."""
+
+    @abc.abstractmethod
+    def rows_after(self, row: int, limit: int = 1000) -> list[JournalRow]:
+        """Up to ``limit`` rows with a number greater than ``row``, in order."""
+
+    @abc.abstractmethod
+    def attempts_after(self, after: tuple[int, int], limit: int = 2000) -> list[AttemptRow]:
+        """Up to ``limit`` attempts after ``(row, attempt)``, in that order."""
+
+    @abc.abstractmethod
+    def counts(self) -> dict[str, int]:
+        """Rows per state."""
+
+    @abc.abstractmethod
+    def total_attempts(self) -> tuple[int, int]:
+        """(trigger requests, retries) over every row and run."""
+
+    @abc.abstractmethod
+    def redials(self) -> int:
+        """Dial attempts after a contact's first, over every run."""
+
+    def iter_rows(self, chunk: int = 2000) -> Iterator[JournalRow]:
+        """Every row in order, read in chunks (flat memory)."""
+        last = 0
+        while True:
+            rows = self.rows_after(last, chunk)
+            if not rows:
+                return
+            yield from rows
+            last = rows[-1].row
+
+    def iter_attempts(self, chunk: int = 2000) -> Iterator[AttemptRow]:
+        """Every dial attempt, in (row, attempt) order, read in chunks."""
+        last = (0, 0)
+        while True:
+            found = self.attempts_after(last, chunk)
+            if not found:
+                return
+            yield from found
+            last = (found[-1].row, found[-1].attempt)
+
+    def bind(self, identity: dict[str, str], *, describe: dict[str, str]) -> bool:
+        """Tie the journal to a campaign's ``identity`` (source hash, agent...).
+
+        A new journal records it and returns True; one made for the same
+        identity returns False (a resume); any difference raises
+        :class:`JournalMismatchError` naming it, since mixing two contact files
+        in one journal would attach one file's calls to the other's rows.
+        ``describe`` holds human-readable values stored alongside.
+        """
+        meta = self.meta()
+        if not any(key in meta for key in identity):
+            self.set_meta({**identity, **describe, "created_at": f"{time.time():.3f}"})
+            return True
+        for key, value in identity.items():
+            if meta.get(key) != value:
+                raise JournalMismatchError(
+                    _mismatch_message(self.path, key, meta, value, describe.get("source_name"))
+                )
+        return False
+
+
+class SqliteJournal(JournalStore):
     """An open journal file: a write connection, a read connection, a lock.
 
     Opening takes an exclusive lock on ``<journal>.lock`` (released by the
     operating system if the process dies), so two runs can never share a
     journal and dial the same rows. Use :meth:`open`.
     """
+
+    path: Path
 
     def __init__(
         self,
@@ -740,7 +843,7 @@ class Journal:
         self._closed = False
 
     @classmethod
-    def open(cls, path: str | Path, *, durability: Durability = "normal") -> Journal:
+    def open(cls, path: str | Path, *, durability: Durability = "normal") -> SqliteJournal:
         """Open (creating, or upgrading from an older version, if needed) the
         journal at ``path``; :class:`JournalError` if it cannot be used."""
         path = Path(path)
@@ -791,26 +894,6 @@ class Journal:
                 "ON CONFLICT(key) DO UPDATE SET value = excluded.value",
                 list(values.items()),
             )
-
-    def bind(self, identity: dict[str, str], *, describe: dict[str, str]) -> bool:
-        """Tie the journal to a campaign's ``identity`` (source hash, agent...).
-
-        A new journal records it and returns True; one made for the same
-        identity returns False (a resume); any difference raises
-        :class:`JournalMismatchError` naming it, since mixing two contact files
-        in one journal would attach one file's calls to the other's rows.
-        ``describe`` holds human-readable values stored alongside.
-        """
-        meta = self.meta()
-        if not any(key in meta for key in identity):
-            self.set_meta({**identity, **describe, "created_at": f"{time.time():.3f}"})
-            return True
-        for key, value in identity.items():
-            if meta.get(key) != value:
-                raise JournalMismatchError(
-                    _mismatch_message(self.path, key, meta, value, describe.get("source_name"))
-                )
-        return False
 
     # -- writes (from the writer) ----------------------------------------------------
 
@@ -867,30 +950,13 @@ class Journal:
         )
         return [JournalRow(*values) for values in cursor.fetchall()]
 
-    def iter_rows(self, chunk: int = 2000) -> Iterator[JournalRow]:
-        """Every row in order, read in chunks (flat memory)."""
-        last = 0
-        while True:
-            rows = self.rows_after(last, chunk)
-            if not rows:
-                return
-            yield from rows
-            last = rows[-1].row
-
-    def iter_attempts(self, chunk: int = 2000) -> Iterator[AttemptRow]:
-        """Every dial attempt, in (row, attempt) order, read in chunks."""
-        last = (0, 0)
-        while True:
-            cursor = self._reader.execute(
-                f"SELECT {_ATTEMPT_COLUMNS} FROM attempts AS a JOIN rows AS r ON r.row = a.row "
-                "WHERE (a.row, a.attempt) > (?, ?) ORDER BY a.row, a.attempt LIMIT ?",
-                (*last, chunk),
-            )
-            found = [AttemptRow(*values) for values in cursor.fetchall()]
-            if not found:
-                return
-            yield from found
-            last = (found[-1].row, found[-1].attempt)
+    def attempts_after(self, after: tuple[int, int], limit: int = 2000) -> list[AttemptRow]:
+        cursor = self._reader.execute(
+            f"SELECT {_ATTEMPT_COLUMNS} FROM attempts AS a JOIN rows AS r ON r.row = a.row "
+            "WHERE (a.row, a.attempt) > (?, ?) ORDER BY a.row, a.attempt LIMIT ?",
+            (*after, limit),
+        )
+        return [AttemptRow(*values) for values in cursor.fetchall()]
 
     def counts(self) -> dict[str, int]:
         """Rows per state."""
@@ -911,8 +977,12 @@ class Journal:
         return int(count)
 
 
+#: The SQLite journal's name before there were two stores (kept: it is public).
+Journal = SqliteJournal
+
+
 def _mismatch_message(
-    path: Path, key: str, meta: dict[str, str], value: str, name: str | None
+    path: str | Path, key: str, meta: dict[str, str], value: str, name: str | None
 ) -> str:
     if key == "source_sha256":
         made_for = meta.get("source_name", "another file")

@@ -75,8 +75,8 @@ from .journal import (
     LOST,
     NOT_SENT,
     Durability,
-    Journal,
     JournalMismatchError,
+    JournalStore,
     MarkSending,
     RecordAmbiguous,
     RecordInvalid,
@@ -107,6 +107,7 @@ from .reconcile import Reconciled, reconciled_note
 from .recordings import RecordingFetcher
 from .redial import RedialPolicy
 from .results import write_attempts, write_results
+from .store import is_postgres_url, open_journal
 from .summary import CampaignProgress, CampaignSummary, placed_rate
 from .suppression import SuppressionList
 
@@ -314,12 +315,16 @@ class Campaign:
             raise ValueError("max_wait must be 0 or more seconds (or None)")
         self.client = client
         self.source = Path(source)
+        url = journal if is_postgres_url(journal) else None
         out, db = default_paths(
-            self.source, results if isinstance(results, (str, Path)) else None, journal
+            self.source,
+            results if isinstance(results, (str, Path)) else None,
+            None if url else journal,
         )
         self.results_path: Path | None = None if results is False else out
         self.attempts_path = None if attempts is None else Path(attempts)
-        self.journal_path = db
+        #: An SQLite file, or a PostgreSQL URL (the campaign is the file's name there).
+        self.journal_path: Path | str = url or db
         self.agent_id = agent_id
         self.format = format
         self.columns = check_columns(columns)
@@ -375,7 +380,7 @@ class Campaign:
         self._seen: SeenNumbers | None = None
         self._contacts: Iterator[ContactRow] | None = None
         self._resumed = False
-        self._journal: Journal | None = None
+        self._journal: JournalStore | None = None
         self._writer: GroupCommitter | None = None
         self._poller: StatusPoller | None = None
         self._dispatcher: Dispatcher | None = None
@@ -495,7 +500,10 @@ class Campaign:
         contacts = read_contacts(self.source, kind, columns=self.columns)
         try:
             journal = await asyncio.to_thread(
-                Journal.open, self.journal_path, durability=self.durability
+                open_journal,
+                self.journal_path,
+                campaign=self.source.name,
+                durability=self.durability,
             )
         except BaseException:
             _close(contacts)
@@ -551,7 +559,7 @@ class Campaign:
         finally:
             self.close()
 
-    async def _run(self, journal: Journal, contacts: Iterator[ContactRow]) -> None:
+    async def _run(self, journal: JournalStore, contacts: Iterator[ContactRow]) -> None:
         counters = self._counters
         # Telemetry's gauges read these only when metrics are collected.
         with self.client.telemetry.watch(
@@ -561,7 +569,7 @@ class Campaign:
         ):
             await self._run_watched(journal, contacts)
 
-    async def _run_watched(self, journal: Journal, contacts: Iterator[ContactRow]) -> None:
+    async def _run_watched(self, journal: JournalStore, contacts: Iterator[ContactRow]) -> None:
         writer = self._writer = GroupCommitter(journal)
         try:
             poller: StatusPoller | None = None
@@ -611,7 +619,7 @@ class Campaign:
                     writer.abandon()
             raise
 
-    async def _dial(self, journal: Journal, contacts: Iterator[ContactRow]) -> None:
+    async def _dial(self, journal: JournalStore, contacts: Iterator[ContactRow]) -> None:
         self._phase = "dialing" if not self._stopping else "stopping"
         plan = self._plan(journal, contacts)
         inputs: Iterator[CallRequest] | AsyncGenerator[CallRequest, None]
@@ -693,7 +701,7 @@ class Campaign:
             await self._idle(self._deadline() - time.time())
 
     async def _finish(
-        self, journal: Journal, contacts: Iterator[ContactRow], resumed: bool
+        self, journal: JournalStore, contacts: Iterator[ContactRow], resumed: bool
     ) -> CampaignSummary:
         interrupted = self._stopping
         self._phase = "stopped" if interrupted else "done"
@@ -752,7 +760,7 @@ class Campaign:
     # -- rows into requests -----------------------------------------------------------
 
     def _plan(
-        self, journal: Journal, contacts: Iterator[ContactRow]
+        self, journal: JournalStore, contacts: Iterator[ContactRow]
     ) -> Iterator[CallRequest | None]:
         """The requests to send, in row order; everything else is dealt with here.
 

@@ -128,7 +128,7 @@ class CampaignSummary:
     start_delay_p50: float | None
     start_delay_p95: float | None
     wall_time: float
-    journal: Path
+    journal: Path | str
     results: Path | None
     resumed: bool
     interrupted: bool

@@ -31,7 +31,14 @@ from ._common import EXIT_OK, EXIT_USAGE, CommandError, report_error
 __all__ = ["build_parser", "main"]
 
 #: Command modules (``voicehub_async.cli.<name>``), in the order their commands appear in --help.
-_COMMAND_MODULES: tuple[str, ...] = ("calls", "simulate", "loadtest", "campaign", "demo")
+_COMMAND_MODULES: tuple[str, ...] = (
+    "calls",
+    "simulate",
+    "loadtest",
+    "campaign",
+    "campaign_workers",
+    "demo",
+)
 
 #: Exit code after Ctrl-C, as a shell reports a process killed by SIGINT.
 EXIT_INTERRUPTED = 130
@@ -84,8 +91,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     """Run the ``voicehub`` command line with ``argv`` (default: ``sys.argv[1:]``)
     and return its exit code."""
     parser = build_parser()
+    from .campaign_workers import route
+
     try:
-        args = parser.parse_args(argv)
+        args = parser.parse_args(route(sys.argv[1:] if argv is None else argv))
     except SystemExit as exc:  # --help, --version, or a usage error (already printed)
         return _exit_status(exc.code)
     handler = getattr(args, "handler", None)

@@ -44,6 +44,7 @@ from ._common import (
     print_json,
 )
 from ._live import add_live_arguments, live_options, report_stop_cause
+from .campaign_workers import SUBCOMMANDS, journal_default, journal_target
 
 if TYPE_CHECKING:
     from rich.console import Console
@@ -123,7 +124,9 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
         epilog="Exit status: 0 every row has a final outcome, 1 some rows are ambiguous, "
         "were not sent or are not finished, or dialing stopped early (service unreachable, "
         "key refused: the cause is printed, untouched rows stay pending), 2 bad usage; "
-        "130 after Ctrl-C.",
+        "130 after Ctrl-C. "
+        f"One campaign, many workers (PostgreSQL): voicehub campaign {{{','.join(SUBCOMMANDS)}}} "
+        "--help.",
     )
     parser.add_argument("contacts", metavar="CONTACTS", type=Path, help="the contacts file")
     parser.add_argument(
@@ -132,9 +135,12 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
     files = parser.add_argument_group("files")
     files.add_argument(
         "--journal",
-        type=Path,
-        metavar="PATH",
-        help="the SQLite journal (default: <results>.journal.db, beside the results)",
+        type=journal_target,
+        default=journal_default(),
+        metavar="PATH|URL",
+        help="the SQLite journal (default: <results>.journal.db, beside the results), or a "
+        "PostgreSQL store, postgresql://user@host/db (default: $VOICEHUB_JOURNAL_URL; the "
+        "campaign is named after the contacts file there)",
     )
     files.add_argument(
         "--out",
