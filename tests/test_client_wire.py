@@ -118,7 +118,8 @@ async def test_prepared_request_sent_as_is(client: VoiceHubClient, mocked: aiore
     mocked.post(TRIGGER_URL, payload=QUEUED)
     prepared = client.prepare(CallRequest(to="415-555-0123", agent_id="a"))
     assert prepared.to == "+14155550123"
-    await client.trigger(prepared, prepared=True)
+    with pytest.warns(DeprecationWarning, match="prepared"):  # still works for one release
+        await client.trigger(prepared, prepared=True)
     [request] = sent(mocked, "POST", TRIGGER_URL)
     assert request["json"] == {"to": "+14155550123", "agentId": "a"}
 

@@ -127,10 +127,17 @@ async def test_5000_calls_under_faults_one_result_each_and_nobody_phoned_twice(
         )
     )
     total = 5000
+    # A client slowed by a loaded machine never outruns the bucket, so some
+    # 429s are scripted as well: queued once the last inputs are being sent
+    # (the pace they halve then costs little), and certainly consumed by the
+    # 250 or more requests still to come.
+    scripted_429s, late = 5, total - 250
     sending: collections.Counter[int] = collections.Counter()
 
     def on_sending(index: int, prepared: CallRequest) -> None:
         sending[index] += 1
+        if index == late and sending[index] == 1:
+            sim.inject(Fault.rate_limited(0), endpoint="trigger", times=scripted_429s)
 
     results: list[DispatchResult] = []
     async with client_for(sim, retry_policy=fast_policy(10)) as client:
@@ -168,6 +175,8 @@ async def test_5000_calls_under_faults_one_result_each_and_nobody_phoned_twice(
     assert sum(r.attempts for r in results) == stats.requests
     assert stats.retries == stats.requests - total
     assert stats.rate_limited > 0 and stats.retries > 0
+    answered_429s = sum(1 for r in list(sim.triggers) if r.answered_status == 429)
+    assert stats.rate_limited == answered_429s >= scripted_429s
     assert dict(stats.counts) == {o: outcomes.get(o, 0) for o in stats.counts}
     assert stats.completed == stats.taken == total and stats.in_flight == 0
     assert stats.latency_p50 is not None and stats.latency_p99 is not None

@@ -364,7 +364,10 @@ async def test_run_follows_every_call_to_its_end() -> None:
     assert result.started >= result.answered
     # Simulated seconds: queueing took 1 to 3 of them, plus polling's lag
     # (generous: a loaded machine stretches the lag, never below the queueing).
-    assert result.time_to_started.p50 is not None and 1 <= result.time_to_started.p50 <= 60
+    # The upper bound is an order of magnitude (seconds, not milliseconds):
+    # at time scale 20 every real second the loop falls behind (4 s seen on a
+    # loaded machine) adds 20 of them.
+    assert result.time_to_started.p50 is not None and 1 <= result.time_to_started.p50 <= 600
     assert result.duration.p50 is not None and result.duration.p50 >= 10
     assert result.info.simulated and result.info.time_scale == 20
     assert result.info.wall_seconds < 120
@@ -400,7 +403,12 @@ async def test_ambiguous_triggers_are_counted_never_resent() -> None:
 
 async def test_webhooks_feed_the_run() -> None:
     receiver = WebhookReceiver("whsec-test")
-    config = _config("0:10/s,10:10/s")
+    # Deliveries share the loop with the triggers, so on a loaded machine they
+    # lag by up to a second when a burst of calls starts together: 50 calls,
+    # first read after 10 simulated seconds (0.2 s), reads after a push 60 s
+    # apart (longer than a call), so that a poll only stands in for a late
+    # delivery. Polling alone still reads each call more than twice.
+    config = _config("0:5/s,10:5/s", poll_interval=10.0, max_poll_interval=20.0)
     async with serve_webhooks(receiver, "127.0.0.1", 0) as port:
         url = f"http://127.0.0.1:{port}/voicehub/events"
         async with simulated_service(
