@@ -12,6 +12,7 @@ from __future__ import annotations
 import asyncio
 import html.parser
 import json
+import logging
 import math
 import shutil
 import subprocess
@@ -687,3 +688,21 @@ def test_report_percentiles_over_wide_intervals(tmp_path: Path) -> None:
     assert "10 s interval" in page
     data = result.to_dict()
     assert data["interval_seconds"] == 10 and len(data["intervals"]) == 2
+
+
+async def test_a_failed_trigger_logs_no_number_above_debug(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    # Rule 3: phone numbers are personal data, only at DEBUG in logs. Every
+    # trigger here fails (the connection is reset after the call is made).
+    faults = FaultConfig(reset_after_create_rate=1.0)
+    config = _config("0:5/s,2:5/s")
+    caplog.set_level(logging.INFO, logger="voicehub_async")
+    async with simulated_service(time_scale=50, lifecycle=SHORT_CALLS, faults=faults) as sim:
+        async with VoiceHubClient(sim.api_key, base_url=sim.base_url) as client:
+            result = await LoadTest(client, config).run()
+    assert result.not_placed.get("ambiguous", 0) > 0
+    shown = [r.getMessage() for r in caplog.records if r.levelno >= logging.INFO]
+    assert shown  # the failures are reported, just without the number
+    digits = {n.lstrip("+") for n in NUMBERS}
+    assert not [m for m in shown if any(d in m for d in digits)]
