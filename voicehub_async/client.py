@@ -64,7 +64,7 @@ from .models import (
     trigger_payload,
 )
 from .retry import RetryPolicy, parse_retry_after
-from .telemetry import NO_REQUEST, Operation, Request, Telemetry, telemetry_for
+from .telemetry import NO_OPERATION, NO_REQUEST, Operation, Request, Telemetry, telemetry_for
 
 if TYPE_CHECKING:
     from opentelemetry.metrics import MeterProvider
@@ -511,6 +511,8 @@ class VoiceHubClient:
             logger.debug("trigger payload: %s", payload)
         client_timeout = self._timeout(timeout)
         if operation is not None:  # the caller records the operation
+            if attempt is not None:  # the dispatcher's path: one frame less
+                return await self._send_trigger(payload, attempt, client_timeout, operation)
             return await self._trigger_attempts(
                 payload, client_timeout, operation, attempt, max_retries
             )
@@ -549,6 +551,11 @@ class VoiceHubClient:
         operation: Operation,
     ) -> Call:
         url = self._trigger_url
+        if operation is NO_OPERATION:  # telemetry off: no request context to enter
+            data = await self._send(
+                "POST", TRIGGER_PATH, attempt, url=url, json_body=payload, timeout=timeout
+            )
+            return self._structure_call(data, attempt)
         with operation.request("POST", TRIGGER_PATH, url) as record:
             data = await self._send(
                 "POST",

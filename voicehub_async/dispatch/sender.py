@@ -25,7 +25,7 @@ from ..models import PreparedRequest
 from ..protocols import TriggerClient
 from ..retry import Attempts, FailureKind, classify
 from ..stats import Outcome, StatsRecorder
-from ..telemetry import Operation
+from ..telemetry import NO_OPERATION, Operation, Telemetry
 from .control import Control, Worker
 from .results import DispatchResult, OnSending, TriggerGate, outcome_of
 
@@ -46,6 +46,15 @@ async def call_hook(result: Awaitable[object] | None) -> None:
         await result
 
 
+def _records_nothing(telemetry: Telemetry) -> bool:
+    """True for telemetry whose operations are the shared no-op (telemetry off).
+
+    Asked of the method, not of ``enabled``, so that a :class:`Telemetry`
+    subclass recording operations is never skipped.
+    """
+    return getattr(type(telemetry), "operation", None) is Telemetry.operation
+
+
 class Sender:
     """Sends validated inputs, one attempt at a time, under the dispatch's pace."""
 
@@ -60,6 +69,7 @@ class Sender:
         "_sleep",
         "_stats",
         "_timeout",
+        "send",
     )
 
     def __init__(
@@ -86,11 +96,18 @@ class Sender:
         self._gate = gate
         self._max_retries = max_retries
         self._timeout = timeout
+        #: Send (and resend while allowed) one validated input; never raises.
+        #: Chosen once here, not per input: with telemetry off (its
+        #: ``operation`` the base class's no-op) an input costs no operation,
+        #: no context manager and no extra coroutine frame.
+        self.send: Callable[[Worker, int, Any, PreparedRequest], Awaitable[DispatchResult]] = (
+            self._send if _records_nothing(client.telemetry) else self._traced_send
+        )
 
-    async def send(
+    async def _traced_send(
         self, worker: Worker, index: int, raw: Any, prepared: PreparedRequest
     ) -> DispatchResult:
-        """Send (and resend while allowed) one validated input; never raises.
+        """:attr:`send` with telemetry on.
 
         One telemetry operation spans all of the input's attempts, so a trace
         shows one ``trigger_call`` with its resends, and the triggers counter
@@ -115,7 +132,7 @@ class Sender:
         index: int,
         raw: Any,
         prepared: PreparedRequest,
-        operation: Operation,
+        operation: Operation = NO_OPERATION,
     ) -> DispatchResult:
         clock = self._clock
         started = clock()
