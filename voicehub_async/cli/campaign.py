@@ -73,6 +73,36 @@ def duration(text: str) -> float:
     return value
 
 
+def add_redial_arguments(
+    parser: argparse.ArgumentParser, title: str, *, redial_note: str, after_note: str = ""
+) -> None:
+    """``--redial``, ``--redial-after`` and ``--max-attempts``, for the one-process
+    campaign and for ``campaign work``: one set of defaults, read by :func:`_redial`."""
+    redial = parser.add_argument_group(title)
+    redial.add_argument(
+        "--redial",
+        metavar="STATUSES",
+        help="dial a contact again when its call ended in one of these statuses: "
+        f"busy, unanswered, failed (comma-separated, e.g. busy,unanswered); {redial_note}; "
+        "needs --poll",
+    )
+    redial.add_argument(
+        "--redial-after",
+        type=duration,
+        default=1800.0,
+        metavar="DURATION",
+        help="how long after the end of a call the next attempt is due"
+        f"{after_note} (default: 30m)",
+    )
+    redial.add_argument(
+        "--max-attempts",
+        type=positive_int,
+        default=3,
+        metavar="N",
+        help="attempts per contact at most, the first included (default: %(default)s)",
+    )
+
+
 def add_campaign_options(parser: argparse.ArgumentParser, *, concurrency: int = 50) -> None:
     """The options that shape how a campaign dials (shared with ``voicehub demo``)."""
     pace = parser.add_argument_group("pace")
@@ -217,28 +247,11 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
         "calls scheduled later, redials due later and calls still live stay in the journal "
         "and the next run follows them (default: 2h)",
     )
-    redial = parser.add_argument_group("redials")
-    redial.add_argument(
-        "--redial",
-        metavar="STATUSES",
-        help="dial a contact again when its call ended in one of these statuses: "
-        "busy, unanswered, failed (comma-separated, e.g. busy,unanswered); an ambiguous "
-        "trigger is never redialed; needs --poll",
-    )
-    redial.add_argument(
-        "--redial-after",
-        type=duration,
-        default=1800.0,
-        metavar="DURATION",
-        help="how long after the end of a call the next attempt is due, inside the "
-        "calling hours (default: 30m)",
-    )
-    redial.add_argument(
-        "--max-attempts",
-        type=positive_int,
-        default=3,
-        metavar="N",
-        help="attempts per contact at most, the first included (default: %(default)s)",
+    add_redial_arguments(
+        parser,
+        "redials",
+        redial_note="an ambiguous trigger is never redialed",
+        after_note=", inside the calling hours",
     )
     safety = parser.add_argument_group("safety")
     safety.add_argument(

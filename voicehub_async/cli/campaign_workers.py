@@ -206,28 +206,12 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
         help="address for --webhook-port (default: %(default)s)",
     )
     pace.add_argument("--progress-interval", type=positive_float, default=5.0, metavar="SECONDS")
-    from .campaign import duration
+    from .campaign import add_redial_arguments
 
-    redial = work.add_argument_group("redials (as for voicehub campaign)")
-    redial.add_argument(
-        "--redial",
-        metavar="STATUSES",
-        help="dial a contact again when its call ended busy, unanswered or failed "
-        "(comma-separated); due redials are claimed by any worker; needs --poll",
-    )
-    redial.add_argument(
-        "--redial-after",
-        type=duration,
-        default=1800.0,
-        metavar="DURATION",
-        help="how long after the end of a call the next attempt is due (default: 30m)",
-    )
-    redial.add_argument(
-        "--max-attempts",
-        type=positive_int,
-        default=3,
-        metavar="N",
-        help="attempts per contact at most, the first included (default: %(default)s)",
+    add_redial_arguments(
+        work,
+        "redials (as for voicehub campaign)",
+        redial_note="due redials are claimed by any worker",
     )
     add_client_arguments(work)
     work.set_defaults(handler=_work_command)
